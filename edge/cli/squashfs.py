@@ -10,9 +10,9 @@ from typing import Any
 
 from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
-from edge.squashfs import SquashfsImage, Tree, WriterOptions, parse_block_size, walk_directory, write_image
+from edge.squashfs import SquashfsError, SquashfsImage, Tree, WriterOptions, parse_block_size, walk_directory, write_image
 from edge.squashfs import format as fmt
-from edge.squashfs.compressors import WRITABLE
+from edge.squashfs.compressors import WRITABLE, make_codec
 from edge.squashfs.extract import extract, long_line
 
 from .output import print_json, print_table
@@ -82,19 +82,23 @@ def _mtime_from(args: argparse.Namespace) -> int | None:
 def cmd_create(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.src):
         raise UsageError(f"{args.src}: not a directory")
-    options = WriterOptions(
-        compressor=args.comp,
-        level=args.level,
-        block_size=parse_block_size(args.block_size),
-        fragments=not args.no_fragments,
-        always_fragments=args.always_fragments,
-        dedup=not args.no_dedup,
-        xattrs=not args.no_xattrs,
-        exportable=not args.no_exports,
-        mtime=_mtime_from(args),
-        workers=args.processors,
-    )
-    options.validate()
+    try:
+        options = WriterOptions(
+            compressor=args.comp,
+            level=args.level,
+            block_size=parse_block_size(args.block_size),
+            fragments=not args.no_fragments,
+            always_fragments=args.always_fragments,
+            dedup=not args.no_dedup,
+            xattrs=not args.no_xattrs,
+            exportable=not args.no_exports,
+            mtime=_mtime_from(args),
+            workers=args.processors,
+        )
+        options.validate()
+        make_codec(options.compressor, options.block_size, options.level)
+    except SquashfsError as exc:
+        raise UsageError(str(exc)) from None
     start = time.monotonic()
     tree = Tree.from_entries(walk_directory(args.src, xattrs=options.xattrs))
     with Progress(f"writing {os.path.basename(args.out)}") as bar:

@@ -152,11 +152,12 @@ class Superblock:
 
     @classmethod
     def unpack(cls, data: bytes, name: str = "image") -> "Superblock":
+        if len(data) < 4 or U32.unpack_from(data)[0] != MAGIC:
+            shown = data[:4].hex() or "empty file"
+            raise SquashfsError(f"{name}: not a squashfs image (magic at offset 0 is {shown}, expected 68737173)")
         if len(data) < SUPERBLOCK_SIZE:
             raise SquashfsError(f"{name}: truncated superblock ({len(data)} of {SUPERBLOCK_SIZE} bytes)")
-        magic, *fields = SUPERBLOCK.unpack_from(data)
-        if magic != MAGIC:
-            raise SquashfsError(f"{name}: not a squashfs image (bad magic {magic:#010x} at offset 0)")
+        _, *fields = SUPERBLOCK.unpack_from(data)
         return cls(*fields)
 
     @property

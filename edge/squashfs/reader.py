@@ -19,6 +19,8 @@ from typing import BinaryIO
 
 from . import format as fmt
 from .compressors import Codec, CodecError, codec_for_image
+from edge.errors import InputFileError
+
 from .errors import SquashfsError
 
 _CACHE_BLOCKS = 256
@@ -146,7 +148,7 @@ class SquashfsImage:
             try:
                 self._fh: BinaryIO = open(source, "rb")
             except OSError as exc:
-                raise SquashfsError(f"{self.name}: {exc.strerror}") from None
+                raise InputFileError(f"{self.name}: {exc.strerror}") from None
             self._owns = True
         else:
             self.name = name or getattr(source, "name", "image")
@@ -627,10 +629,10 @@ class _MetaStream:
         self.what = what
         self.limit = limit if limit is not None else image.superblock.bytes_used
         self.pos = pos
-        self.data, self.next = self._load(pos)
-        if offset > len(self.data):
-            raise image._err(f"{what}: offset {offset} lies past the end of the metadata block at {pos}")
+        self.data = b""
+        self.next = pos  # the first block is loaded on the first read (an empty listing reads nothing)
         self.off = offset
+        self._started = False
 
     def _load(self, pos: int) -> tuple[bytes, int]:
         if pos >= self.limit:
@@ -638,6 +640,11 @@ class _MetaStream:
         return self.img._read_metadata_block(pos, self.what)
 
     def read(self, n: int) -> bytes:
+        if not self._started:
+            self._started = True
+            self.data, self.next = self._load(self.pos)
+            if self.off > len(self.data):
+                raise self.img._err(f"{self.what}: offset {self.off} lies past the end of the metadata block at {self.pos}")
         if self.off + n <= len(self.data):
             out = self.data[self.off : self.off + n]
             self.off += n
