@@ -38,32 +38,74 @@ _ZSTD_OPTIONS = struct.Struct("<I")
 
 @dataclass
 class Codec:
-    """One compressor with fixed parameters, shared by all threads of a build."""
+    """One compressor with fixed parameters, shared by all threads of a build.
+
+    ``impl`` picks the library that compresses, because byte-exact
+    recompression (deltas) needs the same one on both sides: ``zstandard``
+    (python-zstandard's bundled zstd) or ``libzstd`` (the system library, what
+    mksquashfs uses); ``liblzma`` (the one-shot buffer encoder mksquashfs uses)
+    or ``python-lzma``; ``zlib``.
+    """
 
     name: str
     level: int
     block_size: int
     gzip_window: int = GZIP_DEFAULT_WINDOW
     xz_dict_size: int = 0
+    impl: str = ""
     _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+    _native: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.impl:
+            self.impl = default_impl(self.name)
 
     @property
     def id(self) -> int:
         return {"gzip": fmt.COMP_GZIP, "xz": fmt.COMP_XZ, "zstd": fmt.COMP_ZSTD, "lzma": fmt.COMP_LZMA}[self.name]
 
+    @property
+    def impl_version(self) -> str:
+        """Name and version of the library that compresses, e.g. 'libzstd 1.5.4'."""
+        from . import native
+
+        if self.impl == "zstandard":
+            return f"zstandard {zstandard.__version__} (zstd {zstandard.ZSTD_VERSION[0]}.{zstandard.ZSTD_VERSION[1]}.{zstandard.ZSTD_VERSION[2]})"
+        if self.impl == "libzstd":
+            return f"libzstd {native.libzstd_version()}"
+        if self.impl == "liblzma":
+            return f"liblzma {native.liblzma_version()}"
+        if self.impl == "python-lzma":
+            return f"python-lzma (liblzma {native.liblzma_version()})"
+        return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
+
+    def with_impl(self, impl: str, level: int | None = None) -> "Codec":
+        return Codec(self.name, self.level if level is None else level, self.block_size, self.gzip_window,
+                     self.xz_dict_size, impl)
+
     # ----------------------------------------------------------------- compress
     def compress(self, data: bytes) -> bytes:
-        if self.name == "zstd":
+        impl = self.impl
+        if impl == "zstandard":
             cctx = getattr(self._local, "cctx", None)
             if cctx is None:
                 cctx = self._local.cctx = zstandard.ZstdCompressor(level=self.level)
             return cctx.compress(data)
-        if self.name == "gzip":
+        if impl == "zlib":
             return zlib.compress(data, self.level, self.gzip_window)
-        if self.name == "xz":
+        if impl in ("libzstd", "liblzma"):
+            if self._native is None:
+                from . import native
+
+                if impl == "libzstd":
+                    self._native = native.SystemZstd(self.level)
+                else:
+                    self._native = native.SystemXz(self.level, self.xz_dict_size or self.block_size)
+            return self._native.compress(data)  # type: ignore[attr-defined]
+        if impl == "python-lzma":
             filters = [{"id": lzma.FILTER_LZMA2, "preset": self.level, "dict_size": self.xz_dict_size or self.block_size}]
             return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
-        raise SquashfsError(f"compressor {self.name} can only be read, not written")
+        raise SquashfsError(f"compressor {self.name} ({impl}) can only be read, not written")
 
     def options(self) -> bytes | None:
         """The compressor-options payload mksquashfs would store, or None for defaults."""
@@ -123,13 +165,49 @@ def _zstd_decompress(dctx: zstandard.ZstdDecompressor, data: bytes, limit: int) 
     return out
 
 
+IMPLS = {"zstd": ("zstandard", "libzstd"), "xz": ("liblzma", "python-lzma"), "gzip": ("zlib",), "lzma": ("python-lzma",)}
+
+
+def default_impl(name: str) -> str:
+    """python-zstandard for zstd (pinned with Edge, same on build host and device); for
+    xz the system liblzma's one-shot encoder when it loads (identical to mksquashfs)."""
+    if name == "xz":
+        from . import native
+
+        try:
+            native.liblzma_version()
+            return "liblzma"
+        except native.NativeUnavailable:
+            return "python-lzma"
+    return {"zstd": "zstandard", "gzip": "zlib", "lzma": "python-lzma"}[name]
+
+
+def available_impls(name: str) -> list[str]:
+    """Implementations of compressor ``name`` that can run on this machine."""
+    from . import native
+
+    out = []
+    for impl in IMPLS.get(name, ()):
+        try:
+            if impl == "libzstd":
+                native.libzstd_version()
+            elif impl in ("liblzma",):
+                native.liblzma_version()
+        except native.NativeUnavailable:
+            continue
+        out.append(impl)
+    return out
+
+
 DEFAULT_LEVELS = {"zstd": ZSTD_DEFAULT_LEVEL, "gzip": GZIP_DEFAULT_LEVEL, "xz": XZ_DEFAULT_LEVEL}
 LEVEL_RANGES = {"zstd": (1, 22), "gzip": (1, 9), "xz": (0, 9)}
 WRITABLE = ("zstd", "xz", "gzip")
 
 
-def make_codec(name: str, block_size: int, level: int | None = None) -> Codec:
+def make_codec(name: str, block_size: int, level: int | None = None, impl: str = "") -> Codec:
     """A codec for writing, with the level validated against the compressor's range."""
+    if impl and impl not in IMPLS.get(name, ()):
+        raise SquashfsError(f"{name} cannot be compressed with {impl!r}: choose one of {', '.join(IMPLS.get(name, ()))}")
     if name not in WRITABLE:
         raise SquashfsError(f"unknown compressor {name!r}: choose one of {', '.join(WRITABLE)}")
     if level is None:
@@ -137,7 +215,7 @@ def make_codec(name: str, block_size: int, level: int | None = None) -> Codec:
     lo, hi = LEVEL_RANGES[name]
     if not lo <= level <= hi:
         raise SquashfsError(f"{name} level {level} is out of range {lo}..{hi}")
-    return Codec(name=name, level=level, block_size=block_size)
+    return Codec(name=name, level=level, block_size=block_size, impl=impl)
 
 
 def codec_for_image(compression: int, block_size: int, options: bytes | None, image: str) -> Codec:

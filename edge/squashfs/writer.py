@@ -50,6 +50,7 @@ class WriterOptions:
 
     compressor: str = "zstd"
     level: int | None = None
+    impl: str = ""  # compression library; "" = the default for the compressor (see compressors.default_impl)
     block_size: int = 128 * 1024
     fragments: bool = True
     always_fragments: bool = False  # also pack the tails of files larger than a block
@@ -156,7 +157,7 @@ class _Writer:
         self.out = out
         self.opt = options
         self.bs = options.block_size
-        self.codec: Codec = make_codec(options.compressor, options.block_size, options.level)
+        self.codec: Codec = make_codec(options.compressor, options.block_size, options.level, options.impl)
         self.progress = progress
         self.pos = 0
         self.result = WriteResult(0, 0, 0)
