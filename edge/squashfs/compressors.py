@@ -79,6 +79,17 @@ class Codec:
             return f"python-lzma (liblzma {native.liblzma_version()})"
         return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
 
+    def for_metadata(self) -> "Codec":
+        """The codec for 8 KiB metadata blocks.  mksquashfs gives xz a dictionary of the
+        metadata block size there (its metadata compressor is set up for 8 KiB blocks)."""
+        if self.name != "xz":
+            return self
+        meta = getattr(self, "_meta", None)
+        if meta is None:
+            meta = Codec(self.name, self.level, self.block_size, self.gzip_window, fmt.METADATA_SIZE, self.impl)
+            object.__setattr__(self, "_meta", meta)
+        return meta
+
     def with_impl(self, impl: str, level: int | None = None) -> "Codec":
         return Codec(self.name, self.level if level is None else level, self.block_size, self.gzip_window,
                      self.xz_dict_size, impl)

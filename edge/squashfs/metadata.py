@@ -14,7 +14,7 @@ class MetadataWriter:
     """
 
     def __init__(self, codec: Codec, compress: bool = True) -> None:
-        self._codec = codec
+        self._codec = codec.for_metadata()
         self._compress = compress
         self._buf = bytearray()
         self._out = bytearray()
