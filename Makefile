@@ -11,7 +11,7 @@ STAMP := $(VENV)/.edge-installed
 PYTEST_ARGS ?=
 
 # Debian packages: the tools Edge calls and the real tools the tests check against.
-APT_PACKAGES := python3 python3-venv python3-pip squashfs-tools attr zstd xz-utils
+APT_PACKAGES := python3 python3-venv python3-pip squashfs-tools attr zstd xz-utils umoci skopeo bzip2 grub-common
 
 .PHONY: demo test deps venv bench clean
 
