@@ -17,7 +17,7 @@ from edge import __version__
 from edge.errors import EdgeError
 
 # Modules under edge.cli that add subcommands, in the order --help lists them.
-COMMAND_MODULES = ["squashfs", "build", "boards"]
+COMMAND_MODULES = ["squashfs", "build", "boards", "delta"]
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130

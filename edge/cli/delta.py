@@ -1,0 +1,140 @@
+"""``edge delta``: make, apply and inspect deltas between images."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+from edge.delta import apply_delta, make_delta, read_header
+from edge.delta import format as dfmt
+from edge.delta.apply import default_state_path
+from edge.progress import Progress, human_bytes
+from edge.squashfs import parse_block_size
+
+from .output import print_json, print_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("delta", help="make, apply and inspect deltas between images",
+                       description="Squashfs-aware block deltas: unchanged compressed blocks are copied from the old "
+                                   "image, changed files are patched as plain content and recompressed on the device. "
+                                   "Any other pair of files gets a generic byte-level delta.")
+    s = p.add_subparsers(dest="delta_command", metavar="ACTION")
+    s.required = True
+
+    m = s.add_parser("make", help="make a delta from OLD to NEW",
+                     description="Write a delta that turns OLD into NEW. Squashfs images made by Edge or mksquashfs "
+                                 "(zstd, xz, gzip) get squashfs-aware operations; anything else a generic delta.")
+    m.add_argument("old", metavar="OLD")
+    m.add_argument("new", metavar="NEW")
+    m.add_argument("-o", "--output", required=True, metavar="PATCH", help="delta file to write")
+    m.add_argument("--level", type=int, default=19, help="zstd level of the patches (default: 19)")
+    m.add_argument("--generic", action="store_true", help="ignore squashfs structure (for comparison)")
+    m.add_argument("--processors", type=int, default=0, metavar="N", help="worker threads (default: one per CPU)")
+    m.add_argument("--json", action="store_true", help="print the result as JSON")
+    m.set_defaults(func=cmd_make)
+
+    a = s.add_parser("apply", help="apply PATCH to OLD, writing TARGET",
+                     description="Apply a delta to OLD (a file or the active slot's block device), writing TARGET "
+                                 "front to back. Checks the source's hash first and every op before writing; an "
+                                 "interrupted apply resumes from its last checkpoint when run again.")
+    a.add_argument("old", metavar="OLD")
+    a.add_argument("patch", metavar="PATCH")
+    a.add_argument("-o", "--output", required=True, metavar="TARGET", help="file or block device to write")
+    a.add_argument("--state", metavar="FILE", help="checkpoint file (default: TARGET.edge-apply, or under "
+                                                   "/var/lib/edge for block devices)")
+    a.add_argument("--processors", type=int, default=0, metavar="N", help="recompression threads")
+    a.add_argument("--checkpoint-every", default="16M", metavar="SIZE",
+                   help="write a resume checkpoint after this many target bytes (default: 16M)")
+    a.add_argument("--json", action="store_true", help="print the result as JSON")
+    a.set_defaults(func=cmd_apply)
+
+    i = s.add_parser("info", help="show what a delta contains",
+                     description="Show a delta's source and target, compressor, and op counts and bytes by kind.")
+    i.add_argument("patch", metavar="PATCH")
+    i.add_argument("--json", action="store_true", help="print as JSON")
+    i.set_defaults(func=cmd_info)
+
+
+def cmd_make(args: argparse.Namespace) -> int:
+    with Progress("diffing", unit="regions") as bar:
+        result = make_delta(args.old, args.new, args.output, level=args.level, workers=args.processors,
+                            generic=args.generic, progress=bar.update)
+    if args.json:
+        print_json(dataclasses.asdict(result))
+        return 0
+    ratio = result.size / result.target_size if result.target_size else 0
+    print(f"{args.output}: {human_bytes(result.size)} ({ratio:.2%} of the {human_bytes(result.target_size)} target), "
+          f"{result.kind} delta in {result.seconds:.1f}s")
+    for kind in sorted(result.ops):
+        print(f"  {kind:8} {result.ops[kind]:6} ops  {human_bytes(result.op_bytes[kind]):>10} in delta  "
+              f"{human_bytes(result.target_bytes[kind]):>10} of target")
+    if result.unreproducible_blocks:
+        print(f"  {result.unreproducible_blocks} compressed blocks could not be reproduced and are sent as literals")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    state = args.state or default_state_path(args.output)
+    with Progress(f"applying {os.path.basename(args.patch)}") as bar:
+        result = apply_delta(args.old, args.patch, args.output, state_path=state, progress=bar.update,
+                             workers=args.processors, checkpoint_bytes=parse_block_size(args.checkpoint_every))
+    if args.json:
+        print_json(dataclasses.asdict(result))
+        return 0
+    resumed = f", resumed at op {result.resumed_at_op}" if result.resumed_at_op is not None else ""
+    print(f"{args.output}: {human_bytes(result.size)} written and verified, {result.ops} ops{resumed}, "
+          f"{result.seconds:.1f}s (source check {result.source_check_seconds:.2f}s)")
+    return 0
+
+
+def delta_info(path: str) -> dict:
+    header, _, sample = read_header(path)
+    counts: dict[str, dict[str, int]] = {}
+    with open(path, "rb") as fh:
+        reader = dfmt.DeltaReader(fh, path)
+        reader.preamble()
+        while True:
+            before = reader.pos
+            op = reader.op()
+            if op is None:
+                break
+            name = dfmt.OP_NAMES[{dfmt.Copy: 1, dfmt.Zero: 2, dfmt.Literal: 3, dfmt.Blocks: 4, dfmt.Patch: 5}[type(op)]]
+            c = counts.setdefault(name, {"ops": 0, "delta_bytes": 0, "target_bytes": 0})
+            c["ops"] += 1
+            c["delta_bytes"] += reader.pos - before
+            c["target_bytes"] += op.length
+    return {
+        "delta": path,
+        "size": os.path.getsize(path),
+        "kind": header.kind,
+        "source": {"size": header.source_size, "sha256": header.source_sha256},
+        "target": {"size": header.target_size, "sha256": header.target_sha256},
+        "codec": header.codec,
+        "sample_bytes": len(sample),
+        "op_count": header.op_count,
+        "generator": header.generator,
+        "ops": counts,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = delta_info(args.patch)
+    if args.json:
+        print_json(info)
+        return 0
+    codec = info["codec"] or {}
+    print_table([
+        ("delta", f"{info['delta']} ({human_bytes(info['size'])})"),
+        ("kind", info["kind"]),
+        ("source", f"{info['source']['size']} bytes, sha256 {info['source']['sha256']}"),
+        ("target", f"{info['target']['size']} bytes, sha256 {info['target']['sha256']}"),
+        ("compressor", f"{codec.get('name')} level {codec.get('level')}, {codec.get('impl_version')}" if codec.get("name") else "-"),
+        ("ops", info["op_count"]),
+        ("generator", info["generator"]),
+    ])
+    print(f"\n{'kind':8} {'ops':>7} {'delta bytes':>12} {'target bytes':>13}")
+    for kind, c in sorted(info["ops"].items()):
+        print(f"{kind:8} {c['ops']:>7} {c['delta_bytes']:>12} {c['target_bytes']:>13}")
+    return 0

@@ -1,0 +1,18 @@
+"""Squashfs-aware block deltas, applied streaming with bounded memory (docs/delta-format.md)."""
+
+from .apply import ApplyResult, apply_delta, read_header
+from .errors import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, TargetMismatchError
+from .make import MakeResult, make_delta
+
+__all__ = [
+    "ApplyResult",
+    "CannotReproduceError",
+    "CorruptDeltaError",
+    "DeltaError",
+    "MakeResult",
+    "SourceMismatchError",
+    "TargetMismatchError",
+    "apply_delta",
+    "make_delta",
+    "read_header",
+]

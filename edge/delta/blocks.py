@@ -1,0 +1,123 @@
+"""Squashfs block work shared by the delta generator and the device-side applier.
+
+The generator checks its output by running exactly the code the device will
+run: ``rebuild`` turns plain content back into the target's stored blocks, and
+``read_reference`` decompresses source extents into the dictionary a patch was
+made against.  If ``rebuild`` reproduces the target bytes on the build host,
+the device runs the same function with the same compressor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from edge.squashfs import format as sqfmt
+from edge.squashfs.compressors import Codec, CodecError
+
+from .errors import CorruptDeltaError, SourceMismatchError
+from .format import (
+    BLOCK_COMPRESSED,
+    BLOCK_SPARSE,
+    BLOCK_STORED,
+    MAX_OP_REFERENCE,
+    MODE_DATA,
+    MODE_METADATA,
+    SourceBlock,
+    SourceChain,
+)
+
+Pread = Callable[[int, int], bytes]
+
+
+def fd_pread(fd: int, limit: int, name: str) -> Pread:
+    """A bounds-checked pread on ``fd`` limited to the first ``limit`` bytes."""
+
+    def pread(offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0 or offset + size > limit:
+            raise CorruptDeltaError(f"delta asks for {name} bytes {offset}..{offset + size}, outside its {limit} bytes")
+        data = os.pread(fd, size, offset)
+        if len(data) != size:
+            raise SourceMismatchError(f"{name} ended early at byte {offset + len(data)}")
+        return data
+
+    return pread
+
+
+def block_size_of(mode: int, codec: Codec) -> int:
+    return codec.block_size if mode == MODE_DATA else sqfmt.METADATA_SIZE
+
+
+def split(content: bytes, size: int) -> list[bytes]:
+    return [content[i : i + size] for i in range(0, len(content), size)] or []
+
+
+def rebuild_block(mode: int, plain: bytes, flag: int, codec: Codec) -> bytes:
+    """The stored form of one block: compressed, stored raw, or nothing (a data-block hole)."""
+    if flag == BLOCK_SPARSE:
+        if mode != MODE_DATA:
+            raise CorruptDeltaError("a metadata block cannot be a hole")
+        return b""
+    if flag == BLOCK_STORED:
+        body = plain
+        header = len(plain) | sqfmt.METADATA_UNCOMPRESSED
+    elif flag == BLOCK_COMPRESSED:
+        body = (codec if mode == MODE_DATA else codec.for_metadata()).compress(plain)
+        header = len(body)
+    else:
+        raise CorruptDeltaError(f"unknown block flag {flag}")
+    if mode == MODE_METADATA:
+        return sqfmt.U16.pack(header) + body
+    return body
+
+
+def rebuild(mode: int, content: bytes, flags: tuple[int, ...], codec: Codec, pool=None) -> bytes:  # type: ignore[no-untyped-def]
+    """Every block of ``content`` in its stored form, concatenated."""
+    pieces = split(content, block_size_of(mode, codec))
+    if len(pieces) != len(flags):
+        raise CorruptDeltaError(f"blocks op has {len(flags)} block flags for {len(pieces)} blocks of content")
+    if pool is not None and len(pieces) > 1:
+        return b"".join(pool.map(lambda pf: rebuild_block(mode, pf[0], pf[1], codec), zip(pieces, flags)))
+    return b"".join(rebuild_block(mode, p, f, codec) for p, f in zip(pieces, flags))
+
+
+def read_reference(sources: tuple[SourceBlock | SourceChain, ...], pread: Pread, codec: Codec,
+                   limit: int = MAX_OP_REFERENCE) -> bytes:
+    """Decompress the source extents of an op into one reference buffer (bounded by ``limit``)."""
+    out = bytearray()
+    for src in sources:
+        if isinstance(src, SourceBlock):
+            stored = src.word & sqfmt.DATA_SIZE_MASK
+            if src.plain > codec.block_size:
+                raise CorruptDeltaError(f"source block at {src.offset} claims {src.plain} plain bytes, more than a block")
+            if stored == 0:
+                out += bytes(src.plain)
+            else:
+                raw = pread(src.offset, stored)
+                if src.word & sqfmt.DATA_UNCOMPRESSED:
+                    plain = raw
+                else:
+                    plain = _decompress(codec, raw, codec.block_size, src.offset)
+                if len(plain) != src.plain:
+                    raise SourceMismatchError(f"source block at {src.offset} holds {len(plain)} bytes, the delta expects {src.plain}")
+                out += plain
+        else:
+            pos = src.start
+            while pos < src.end:
+                (word,) = sqfmt.U16.unpack(pread(pos, 2))
+                size = word & ~sqfmt.METADATA_UNCOMPRESSED
+                if not 0 < size <= sqfmt.METADATA_SIZE or pos + 2 + size > src.end:
+                    raise SourceMismatchError(f"source metadata block at {pos} has a bad header")
+                raw = pread(pos + 2, size)
+                out += raw if word & sqfmt.METADATA_UNCOMPRESSED else _decompress(codec, raw, sqfmt.METADATA_SIZE, pos)
+                pos += 2 + size
+        if len(out) > limit:
+            raise CorruptDeltaError(f"an op's reference exceeds {limit} bytes")
+    return bytes(out)
+
+
+def _decompress(codec: Codec, raw: bytes, limit: int, offset: int) -> bytes:
+    try:
+        return codec.decompress(raw, limit)
+    except CodecError as exc:
+        raise SourceMismatchError(f"source block at offset {offset} does not decompress: {exc}") from None

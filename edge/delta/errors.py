@@ -1,0 +1,27 @@
+"""Errors of the delta engine (exit code 10)."""
+
+from __future__ import annotations
+
+from edge.errors import EdgeError
+
+
+class DeltaError(EdgeError):
+    """A delta cannot be made or applied; the message says why and what to do."""
+
+    exit_code = 10
+
+
+class CorruptDeltaError(DeltaError):
+    """The delta file is truncated, malformed or not a delta."""
+
+
+class SourceMismatchError(DeltaError):
+    """The source (the active slot) is not the image the delta was made from."""
+
+
+class CannotReproduceError(DeltaError):
+    """This machine cannot recompress blocks exactly as the target image's compressor did."""
+
+
+class TargetMismatchError(DeltaError):
+    """The written target does not hash to what the delta promised; it has been marked invalid."""

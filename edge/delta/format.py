@@ -1,0 +1,356 @@
+"""The Edge delta file format: a JSON header, then operations in target order.
+
+    magic "EDGEDELT" | u32 version | u32 header length | header (canonical JSON)
+    | u32 sample length | sample (zstd frame of plain bytes, squashfs deltas only)
+    | op | op | ... | END
+
+Every op produces the next bytes of the target, so a device writes the
+inactive slot front to back while the delta streams in.  Integers in ops are
+unsigned LEB128 varints.  See docs/delta-format.md for the full description.
+
+This module is pure: ops to bytes and bytes (a stream) to ops.  Every length
+read from a delta is checked against hard caps before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from .errors import CorruptDeltaError
+
+MAGIC = b"EDGEDELT"
+VERSION = 1
+PREAMBLE = struct.Struct("<8sII")
+MAX_HEADER = 1 << 20
+MAX_SAMPLE = 1 << 20
+# Hard caps a device enforces whatever a delta claims (the generator stays well below them).
+MAX_OP_CONTENT = 16 << 20  # plain bytes one BLOCKS/PATCH op produces or one LITERAL holds
+MAX_OP_REFERENCE = 24 << 20  # plain reference (dictionary) bytes one op may ask for
+MAX_OP_EXTENTS = 1 << 16
+MAX_PATCH = 32 << 20
+
+OP_END = 0
+OP_COPY = 1
+OP_ZERO = 2
+OP_LITERAL = 3
+OP_BLOCKS = 4
+OP_PATCH = 5
+OP_NAMES = {OP_COPY: "copy", OP_ZERO: "zero", OP_LITERAL: "literal", OP_BLOCKS: "blocks", OP_PATCH: "patch"}
+
+ENC_RAW = 0
+ENC_ZSTD = 1  # zstd frame, no dictionary
+ENC_ZSTD_DICT = 2  # zstd frame, the op's reference bytes as a raw-content dictionary
+
+MODE_DATA = 0  # squashfs data/fragment blocks: each stored as-is, size words live in the inodes
+MODE_METADATA = 1  # squashfs metadata blocks: 8 KiB plain, each prefixed by its 2-byte header
+
+BLOCK_COMPRESSED = 0
+BLOCK_STORED = 1
+BLOCK_SPARSE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    src: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Zero:
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    length: int  # target bytes
+    encoding: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SourceBlock:
+    """A source data/fragment block (``word`` is the squashfs size word; 0 = hole of ``plain`` bytes)."""
+
+    offset: int
+    word: int
+    plain: int
+
+
+@dataclass(frozen=True, slots=True)
+class SourceChain:
+    """A run of chained source metadata blocks [start, end)."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Blocks:
+    """Rebuild squashfs blocks: reference = decompressed source extents; content = patch applied;
+    then every block of ``content`` is compressed (or stored, or skipped as a hole) per ``flags``."""
+
+    mode: int
+    sources: tuple[SourceBlock | SourceChain, ...]
+    content_len: int
+    flags: tuple[int, ...]
+    encoding: int
+    patch: bytes
+    length: int  # target bytes produced
+    sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """Generic byte-level diff: target bytes = zstd-decode(patch, dictionary = source[src:src+src_len])."""
+
+    src: int
+    src_len: int
+    length: int
+    encoding: int
+    patch: bytes
+    sha256: bytes
+
+
+Op = Copy | Zero | Literal | Blocks | Patch
+
+
+@dataclass
+class Header:
+    kind: str  # "squashfs" or "generic"
+    source_size: int
+    source_sha256: str
+    target_size: int
+    target_sha256: str
+    op_count: int
+    codec: dict | None = None  # name, impl, impl_version, level, block_size, gzip_window, xz_dict_size
+    sample_sha256: str | None = None  # sha256 of the sample compressed with the codec
+    generator: str = ""
+    stats: dict = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        obj = {
+            "format": VERSION,
+            "kind": self.kind,
+            "source": {"size": self.source_size, "sha256": self.source_sha256},
+            "target": {"size": self.target_size, "sha256": self.target_sha256},
+            "op_count": self.op_count,
+            "codec": self.codec,
+            "sample_sha256": self.sample_sha256,
+            "generator": self.generator,
+            "stats": self.stats,
+        }
+        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "Header":
+        try:
+            obj = json.loads(raw)
+            if obj.get("format") != VERSION:
+                raise CorruptDeltaError(f"delta header format {obj.get('format')!r} is not supported (expected {VERSION})")
+            return cls(
+                kind=_str(obj["kind"], "kind", ("squashfs", "generic")),
+                source_size=_uint(obj["source"]["size"], "source.size"),
+                source_sha256=_hex(obj["source"]["sha256"], "source.sha256"),
+                target_size=_uint(obj["target"]["size"], "target.size"),
+                target_sha256=_hex(obj["target"]["sha256"], "target.sha256"),
+                op_count=_uint(obj["op_count"], "op_count"),
+                codec=obj.get("codec"),
+                sample_sha256=obj.get("sample_sha256"),
+                generator=str(obj.get("generator", "")),
+                stats=obj.get("stats") or {},
+            )
+        except CorruptDeltaError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CorruptDeltaError(f"delta header is malformed: {exc}") from None
+
+
+def _uint(v: object, name: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise CorruptDeltaError(f"delta header field {name} is not a non-negative integer")
+    return v
+
+
+def _hex(v: object, name: str) -> str:
+    if not isinstance(v, str) or len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise CorruptDeltaError(f"delta header field {name} is not a sha256 hex digest")
+    return v
+
+
+def _str(v: object, name: str, allowed: tuple[str, ...]) -> str:
+    if v not in allowed:
+        raise CorruptDeltaError(f"delta header field {name}={v!r} is not one of {', '.join(allowed)}")
+    return v  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------ encoding
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def encode_preamble(header: Header, sample: bytes | None) -> bytes:
+    raw = header.to_json()
+    sample = sample or b""
+    return PREAMBLE.pack(MAGIC, VERSION, len(raw)) + raw + struct.pack("<I", len(sample)) + sample
+
+
+def pack_flags(flags: tuple[int, ...]) -> bytes:
+    out = bytearray((len(flags) + 3) // 4)
+    for i, f in enumerate(flags):
+        out[i // 4] |= f << (2 * (i % 4))
+    return bytes(out)
+
+
+def unpack_flags(raw: bytes, count: int) -> tuple[int, ...]:
+    return tuple((raw[i // 4] >> (2 * (i % 4))) & 3 for i in range(count))
+
+
+def encode_op(op: Op) -> bytes:
+    if isinstance(op, Copy):
+        return bytes([OP_COPY]) + varint(op.src) + varint(op.length)
+    if isinstance(op, Zero):
+        return bytes([OP_ZERO]) + varint(op.length)
+    if isinstance(op, Literal):
+        return bytes([OP_LITERAL]) + varint(op.length) + bytes([op.encoding]) + varint(len(op.data)) + op.data
+    if isinstance(op, Blocks):
+        parts = [bytes([OP_BLOCKS, op.mode]), varint(len(op.sources))]
+        for s in op.sources:
+            if isinstance(s, SourceBlock):
+                parts.append(varint(s.offset) + varint(s.word) + varint(s.plain))
+            else:
+                parts.append(varint(s.start) + varint(s.end))
+        parts += [varint(op.content_len), varint(len(op.flags)), pack_flags(op.flags), bytes([op.encoding]),
+                  varint(len(op.patch)), op.patch, varint(op.length), op.sha256]
+        return b"".join(parts)
+    if isinstance(op, Patch):
+        return (bytes([OP_PATCH]) + varint(op.src) + varint(op.src_len) + varint(op.length) + bytes([op.encoding])
+                + varint(len(op.patch)) + op.patch + op.sha256)
+    raise TypeError(op)
+
+
+END = bytes([OP_END])
+
+
+# ------------------------------------------------------------------ decoding
+class DeltaReader:
+    """Reads a delta front to back from any stream, tracking the byte position for checkpoints."""
+
+    def __init__(self, stream: BinaryIO, name: str = "delta") -> None:
+        self.stream = stream
+        self.name = name
+        self.pos = 0
+
+    def _err(self, what: str) -> CorruptDeltaError:
+        return CorruptDeltaError(f"{self.name}: {what} (at byte {self.pos})")
+
+    def read_exact(self, n: int, what: str) -> bytes:
+        chunks = []
+        left = n
+        while left:
+            chunk = self.stream.read(min(left, 1 << 20))
+            if not chunk:
+                raise self._err(f"truncated: {what} needs {n} bytes, the stream ended after {n - left}")
+            chunks.append(chunk)
+            left -= len(chunk)
+        self.pos += n
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def varint(self, what: str) -> int:
+        n = shift = 0
+        while True:
+            b = self.read_exact(1, what)[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+            if shift > 63:
+                raise self._err(f"{what}: varint is longer than 64 bits")
+
+    def capped(self, what: str, cap: int) -> int:
+        n = self.varint(what)
+        if n > cap:
+            raise self._err(f"{what} {n} exceeds the limit of {cap}")
+        return n
+
+    def preamble(self) -> tuple[Header, bytes, bytes]:
+        """(header, raw header bytes, sample plain-stream bytes)."""
+        raw = self.read_exact(PREAMBLE.size, "delta preamble")
+        magic, version, hlen = PREAMBLE.unpack(raw)
+        if magic != MAGIC:
+            raise CorruptDeltaError(f"{self.name}: not an Edge delta (bad magic {magic[:8]!r})")
+        if version != VERSION:
+            raise CorruptDeltaError(f"{self.name}: delta format version {version} is not supported (expected {VERSION})")
+        if hlen > MAX_HEADER:
+            raise self._err(f"header length {hlen} exceeds the limit of {MAX_HEADER}")
+        header_raw = self.read_exact(hlen, "header")
+        header = Header.from_json(header_raw)
+        (slen,) = struct.unpack("<I", self.read_exact(4, "sample length"))
+        if slen > MAX_SAMPLE:
+            raise self._err(f"sample length {slen} exceeds the limit of {MAX_SAMPLE}")
+        sample = self.read_exact(slen, "sample")
+        return header, header_raw, sample
+
+    def op(self) -> Op | None:
+        """The next op, or None at END."""
+        kind = self.read_exact(1, "op type")[0]
+        if kind == OP_END:
+            return None
+        if kind == OP_COPY:
+            return Copy(self.varint("copy source"), self.varint("copy length"))
+        if kind == OP_ZERO:
+            return Zero(self.varint("zero length"))
+        if kind == OP_LITERAL:
+            length = self.capped("literal length", MAX_OP_CONTENT)
+            enc = self.read_exact(1, "literal encoding")[0]
+            if enc not in (ENC_RAW, ENC_ZSTD):
+                raise self._err(f"literal encoding {enc} is unknown")
+            data = self.read_exact(self.capped("literal data length", MAX_PATCH), "literal data")
+            return Literal(length, enc, data)
+        if kind == OP_BLOCKS:
+            mode = self.read_exact(1, "blocks mode")[0]
+            if mode not in (MODE_DATA, MODE_METADATA):
+                raise self._err(f"blocks mode {mode} is unknown")
+            count = self.capped("source extent count", MAX_OP_EXTENTS)
+            sources: list[SourceBlock | SourceChain] = []
+            for _ in range(count):
+                if mode == MODE_DATA:
+                    sources.append(SourceBlock(self.varint("source offset"), self.varint("source word"), self.varint("source plain size")))
+                else:
+                    sources.append(SourceChain(self.varint("source chain start"), self.varint("source chain end")))
+            content_len = self.capped("content length", MAX_OP_CONTENT)
+            nflags = self.capped("block count", MAX_OP_CONTENT // 4096 + 1)
+            flags = unpack_flags(self.read_exact((nflags + 3) // 4, "block flags"), nflags)
+            enc = self.read_exact(1, "patch encoding")[0]
+            if enc not in (ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT):
+                raise self._err(f"patch encoding {enc} is unknown")
+            patch = self.read_exact(self.capped("patch length", MAX_PATCH), "patch")
+            length = self.capped("target length", MAX_OP_CONTENT + MAX_OP_CONTENT // 4096 * 2 + 2)
+            digest = self.read_exact(32, "op hash")
+            return Blocks(mode, tuple(sources), content_len, flags, enc, patch, length, digest)
+        if kind == OP_PATCH:
+            src = self.varint("patch source")
+            src_len = self.capped("patch source length", MAX_OP_REFERENCE)
+            length = self.capped("patch target length", MAX_OP_CONTENT)
+            enc = self.read_exact(1, "patch encoding")[0]
+            if enc not in (ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT):
+                raise self._err(f"patch encoding {enc} is unknown")
+            patch = self.read_exact(self.capped("patch length", MAX_PATCH), "patch")
+            return Patch(src, src_len, length, enc, patch, self.read_exact(32, "op hash"))
+        raise self._err(f"unknown op type {kind}")
+
+
+def header_id(header_raw: bytes) -> str:
+    """Identity of a delta for checkpoints: the hash of its header."""
+    return hashlib.sha256(header_raw).hexdigest()

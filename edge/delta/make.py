@@ -1,0 +1,351 @@
+"""Make a delta: plan, then encode every draft in parallel, check it, and write the file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import zstandard
+
+from edge import __version__
+from edge.squashfs import SquashfsError, SquashfsImage
+from edge.squashfs import format as sqfmt
+from edge.squashfs.compressors import Codec, available_impls
+
+from . import format as dfmt
+from .blocks import fd_pread, read_reference, rebuild, rebuild_block
+from .errors import DeltaError
+from .format import (
+    BLOCK_COMPRESSED,
+    BLOCK_SPARSE,
+    BLOCK_STORED,
+    ENC_RAW,
+    ENC_ZSTD,
+    ENC_ZSTD_DICT,
+    MODE_DATA,
+    MODE_METADATA,
+    Blocks,
+    Copy,
+    Header,
+    Literal,
+    Op,
+    Patch,
+    SourceBlock,
+    SourceChain,
+    Zero,
+)
+from .generic_plan import DraftPatch
+from .generic_plan import plan as generic_plan
+from .squashfs_plan import DraftBlocks, DraftCopy, DraftLiteral, DraftZero
+from .squashfs_plan import plan as squashfs_plan
+
+Progress = Callable[[int, int], None]
+MAX_LITERAL = 8 << 20
+SAMPLE_BYTES = 32 << 10  # plain bytes of a real block the device recompresses before writing anything
+
+
+@dataclass
+class MakeResult:
+    path: str
+    size: int
+    kind: str
+    codec: str | None
+    source_size: int
+    target_size: int
+    ops: dict[str, int] = field(default_factory=dict)  # count by kind
+    op_bytes: dict[str, int] = field(default_factory=dict)  # delta bytes by kind
+    target_bytes: dict[str, int] = field(default_factory=dict)  # target bytes produced by kind
+    unreproducible_blocks: int = 0
+    seconds: float = 0.0
+
+
+def file_sha256(fd: int, size: int) -> str:
+    h = hashlib.sha256()
+    pos = 0
+    while pos < size:
+        chunk = os.pread(fd, min(1 << 22, size - pos), pos)
+        if not chunk:
+            raise DeltaError(f"file shrank while hashing at byte {pos}")
+        h.update(chunk)
+        pos += len(chunk)
+    return h.hexdigest()
+
+
+def _open_squashfs(path: str) -> SquashfsImage | None:
+    try:
+        return SquashfsImage(path)
+    except SquashfsError:
+        return None
+
+
+def _codec_samples(img: SquashfsImage, fd: int) -> list[tuple[int, bytes, bytes]]:
+    """A few (mode, plain, stored) blocks of the image to identify its compressor implementation."""
+    out: list[tuple[int, bytes, bytes]] = []
+    lay = img.layout()
+    bs = img.superblock.block_size
+    files = [f for f in lay.files if any(b.stored_size and b.compressed for b in f.blocks)]
+    step = max(1, len(files) // 12)
+    for f in files[::step][:12]:
+        b = next(b for b in f.blocks if b.stored_size and b.compressed)
+        raw = os.pread(fd, b.stored_size, b.offset)
+        out.append((MODE_DATA, img.codec.decompress(raw, bs), raw))
+    for b in lay.fragments[:4]:
+        if b.compressed:
+            raw = os.pread(fd, b.stored_size, b.offset)
+            out.append((MODE_DATA, img.codec.decompress(raw, bs), raw))
+    for t in lay.tables[:1]:
+        for b in t.metadata_blocks[:2]:
+            if b.compressed:
+                raw = os.pread(fd, b.stored_size, b.offset + 2)
+                out.append((MODE_METADATA, img.codec.decompress(raw, sqfmt.METADATA_SIZE), raw))
+    return out
+
+
+def reproducing_codec(img: SquashfsImage, fd: int) -> tuple[Codec | None, bytes | None]:
+    """The codec implementation that recompresses this image's blocks byte for byte, and a sample block."""
+    samples = _codec_samples(img, fd)
+    for impl in available_impls(img.codec.name):
+        codec = img.codec.with_impl(impl)
+        try:
+            if all(rebuild_block(mode, plain, BLOCK_COMPRESSED, codec)[2 if mode == MODE_METADATA else 0:] == stored
+                   for mode, plain, stored in samples):
+                sample = next((plain for mode, plain, _ in samples if mode == MODE_DATA), None)
+                if sample is None and samples:
+                    sample = samples[0][1]
+                return codec, sample
+        except Exception:  # a native library that cannot run here is simply not a candidate
+            continue
+    return None, None
+
+
+class _Encoder:
+    def __init__(self, level: int, source_fd: int, source_size: int, target_fd: int, target_size: int,
+                 codec: Codec | None, source_codec: Codec | None, target_read_codec: Codec | None) -> None:
+        self.level = level
+        self.target_read_codec = target_read_codec  # decompresses target blocks (any implementation)
+        self.src = fd_pread(source_fd, source_size, "source")
+        self.source_size = source_size
+        self.tgt = fd_pread(target_fd, target_size, "target")
+        self.codec = codec
+        self.source_codec = source_codec
+        self.unreproducible = 0
+
+    def zstd(self, data: bytes, ref: bytes = b"") -> tuple[int, bytes]:
+        if ref:
+            d = zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+            return ENC_ZSTD_DICT, zstandard.ZstdCompressor(level=self.level, dict_data=d).compress(data)
+        return ENC_ZSTD, zstandard.ZstdCompressor(level=self.level).compress(data)
+
+    def literal(self, data: bytes) -> list[Op]:
+        ops: list[Op] = []
+        for i in range(0, len(data), MAX_LITERAL):
+            piece = data[i : i + MAX_LITERAL]
+            _, packed = self.zstd(piece)
+            if len(packed) < len(piece):
+                ops.append(Literal(len(piece), ENC_ZSTD, packed))
+            else:
+                ops.append(Literal(len(piece), ENC_RAW, piece))
+        return ops
+
+    def encode(self, draft: object) -> list[Op]:
+        if isinstance(draft, DraftCopy):
+            return [Copy(draft.src, draft.length)]
+        if isinstance(draft, DraftZero):
+            return [Zero(draft.length)]
+        if isinstance(draft, DraftLiteral):
+            data = self.tgt(draft.offset, draft.length)
+            if draft.offset + draft.length <= self.source_size and self.src(draft.offset, draft.length) == data:
+                return [Copy(draft.offset, draft.length)]  # e.g. table indexes that did not move
+            return self.literal(data)
+        if isinstance(draft, DraftPatch):
+            data = self.tgt(draft.offset, draft.length)
+            ref = self.src(draft.src, draft.src_len) if draft.src_len else b""
+            enc, packed = self.zstd(data, ref)
+            op = Patch(draft.src, draft.src_len if enc == ENC_ZSTD_DICT else 0, draft.length, enc, packed,
+                       hashlib.sha256(data).digest())
+            alt = self.literal(data)
+            return [op] if len(dfmt.encode_op(op)) < sum(len(dfmt.encode_op(o)) for o in alt) else alt
+        if isinstance(draft, DraftBlocks):
+            return self.blocks(draft)
+        raise TypeError(draft)
+
+    def _target_blocks(self, draft: DraftBlocks) -> list[tuple[bytes, bytes, int]]:
+        """(plain, stored form as written in the image, flag) of every block of the draft."""
+        out = []
+        if draft.mode == MODE_DATA:
+            assert isinstance(draft.targets, list)
+            for t in draft.targets:
+                stored = t.word & sqfmt.DATA_SIZE_MASK
+                if stored == 0:
+                    out.append((bytes(t.plain), b"", BLOCK_SPARSE))
+                    continue
+                raw = self.tgt(t.offset, stored)
+                if t.word & sqfmt.DATA_UNCOMPRESSED:
+                    out.append((raw, raw, BLOCK_STORED))
+                else:
+                    out.append((self._decompress(raw, 1 << 20), raw, BLOCK_COMPRESSED))
+        else:
+            chain = draft.targets
+            assert isinstance(chain, SourceChain)
+            pos = chain.start
+            while pos < chain.end:
+                (word,) = sqfmt.U16.unpack(self.tgt(pos, 2))
+                size = word & ~sqfmt.METADATA_UNCOMPRESSED
+                raw = self.tgt(pos + 2, size)
+                if word & sqfmt.METADATA_UNCOMPRESSED:
+                    out.append((raw, self.tgt(pos, 2 + size), BLOCK_STORED))
+                else:
+                    out.append((self._decompress(raw, sqfmt.METADATA_SIZE), self.tgt(pos, 2 + size), BLOCK_COMPRESSED))
+                pos += 2 + size
+        return out
+
+    def _decompress(self, raw: bytes, limit: int) -> bytes:
+        assert self.target_read_codec is not None
+        return self.target_read_codec.decompress(raw, limit)
+
+    def blocks(self, draft: DraftBlocks) -> list[Op]:
+        blocks = self._target_blocks(draft)
+        expected_all = b"".join(stored for _, stored, _ in blocks)
+        if self.codec is None:
+            self.unreproducible += sum(1 for _, _, f in blocks if f == BLOCK_COMPRESSED)
+            return self.literal(expected_all)
+        ok = [rebuild_block(draft.mode, plain, flag, self.codec) == stored for plain, stored, flag in blocks]
+        ref = b""
+        if draft.sources and any(ok):
+            assert self.source_codec is not None
+            ref = read_reference(tuple(draft.sources), self.src, self.source_codec)
+        ops: list[Op] = []
+        i = 0
+        while i < len(blocks):
+            j = i
+            while j < len(blocks) and ok[j] == ok[i]:
+                j += 1
+            seg = blocks[i:j]
+            expected = b"".join(stored for _, stored, _ in seg)
+            if not ok[i]:
+                self.unreproducible += j - i
+                ops += self.literal(expected)
+            else:
+                content = b"".join(plain for plain, _, _ in seg)
+                flags = tuple(f for _, _, f in seg)
+                enc, patch = self.zstd(content, ref)
+                sources = tuple(draft.sources) if enc == ENC_ZSTD_DICT else ()
+                op = Blocks(draft.mode, sources, len(content), flags, enc, patch, len(expected), hashlib.sha256(expected).digest())
+                assert rebuild(draft.mode, content, flags, self.codec) == expected
+                alt = self.literal(expected)
+                ops += [op] if len(dfmt.encode_op(op)) < sum(len(dfmt.encode_op(o)) for o in alt) else alt
+            i = j
+        return ops
+
+
+def make_delta(
+    source: str,
+    target: str,
+    out: str,
+    *,
+    level: int = 19,
+    workers: int = 0,
+    generic: bool = False,
+    progress: Progress | None = None,
+) -> MakeResult:
+    """Write a delta that turns ``source`` into ``target`` (files or squashfs images)."""
+    import time
+
+    start = time.monotonic()
+    sfd = os.open(source, os.O_RDONLY)
+    tfd = os.open(target, os.O_RDONLY)
+    try:
+        ssize = os.fstat(sfd).st_size
+        tsize = os.fstat(tfd).st_size
+        s_img = None if generic else _open_squashfs(source)
+        t_img = None if generic else _open_squashfs(target)
+        codec = sample = None
+        kind = "generic"
+        if s_img is not None and t_img is not None:
+            kind = "squashfs"
+            codec, sample = reproducing_codec(t_img, tfd)
+            drafts = squashfs_plan(s_img, t_img, sfd, tfd, tsize)
+        else:
+            drafts = generic_plan(sfd, ssize, tfd, tsize)
+        enc = _Encoder(level, sfd, ssize, tfd, tsize, codec, s_img.codec if s_img is not None else None,
+                       t_img.codec if t_img is not None else None)
+        total = len(drafts)
+        ops: list[Op] = []
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for n, encoded in enumerate(pool.map(enc.encode, drafts), 1):
+                ops.extend(encoded)
+                if progress is not None:
+                    progress(n, total)
+        ops = _merge(ops)
+        if not any(isinstance(op, Blocks) for op in ops):
+            sample = None  # nothing is recompressed on the device: no sample to check
+        elif sample is not None:
+            sample = sample[:SAMPLE_BYTES]
+        header = Header(
+            kind=kind,
+            source_size=ssize,
+            source_sha256=file_sha256(sfd, ssize),
+            target_size=tsize,
+            target_sha256=file_sha256(tfd, tsize),
+            op_count=len(ops),
+            codec=_codec_header(codec, s_img) if kind == "squashfs" else None,
+            sample_sha256=hashlib.sha256(codec.compress(sample)).hexdigest() if codec is not None and sample else None,
+            generator=f"edge {__version__}",
+        )
+        result = MakeResult(out, 0, kind, codec.impl_version if codec else None, ssize, tsize,
+                            unreproducible_blocks=enc.unreproducible)
+        sample_frame = zstandard.ZstdCompressor(level=19).compress(sample) if codec is not None and sample else b""
+        directory = os.path.dirname(os.path.abspath(out))
+        fd, tmp = tempfile.mkstemp(prefix=".edge-delta-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(dfmt.encode_preamble(header, sample_frame))
+                for op in ops:
+                    raw = dfmt.encode_op(op)
+                    fh.write(raw)
+                    name = dfmt.OP_NAMES[raw[0]]
+                    result.ops[name] = result.ops.get(name, 0) + 1
+                    result.op_bytes[name] = result.op_bytes.get(name, 0) + len(raw)
+                    result.target_bytes[name] = result.target_bytes.get(name, 0) + op.length
+                fh.write(dfmt.END)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        result.size = os.path.getsize(out)
+        result.seconds = time.monotonic() - start
+        return result
+    finally:
+        os.close(sfd)
+        os.close(tfd)
+
+
+def _codec_header(codec: Codec | None, s_img: SquashfsImage | None) -> dict:
+    out: dict = {"source_compressor": s_img.codec.name if s_img else None,
+                 "source_block_size": s_img.superblock.block_size if s_img else None}
+    if codec is not None:
+        out.update(name=codec.name, impl=codec.impl, impl_version=codec.impl_version, level=codec.level,
+                   block_size=codec.block_size, gzip_window=codec.gzip_window, xz_dict_size=codec.xz_dict_size)
+    return out
+
+
+def _merge(ops: list[Op]) -> list[Op]:
+    """Join copies of contiguous source ranges and adjacent zero fills."""
+    out: list[Op] = []
+    for op in ops:
+        last = out[-1] if out else None
+        if isinstance(op, Copy) and isinstance(last, Copy) and last.src + last.length == op.src:
+            out[-1] = Copy(last.src, last.length + op.length)
+        elif isinstance(op, Zero) and isinstance(last, Zero):
+            out[-1] = Zero(last.length + op.length)
+        else:
+            out.append(op)
+    return out

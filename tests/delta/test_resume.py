@@ -1,0 +1,110 @@
+"""Kill the applier at random points (SIGKILL, like a power cut) and run it again: it resumes and finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edge.delta import apply_delta, make_delta
+from tests.delta.helpers import base_entries, edit, write
+
+
+@pytest.fixture(scope="module")
+def big_pair(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("big")
+    base = base_entries(21, files=30, big=4)
+    new_entries = []
+    for e in edit(base, 21, changes=4):
+        if e.path.startswith("big/"):  # change every block of the big files: lots of recompression
+            from dataclasses import replace
+
+            from edge.squashfs import BytesContent
+
+            e = replace(e, content=BytesContent(b"prefix" + e.content.data[::-1]))
+        new_entries.append(e)
+    old = write(base, str(tmp / "old.sqfs"), compressor="xz")
+    new = write(new_entries, str(tmp / "new.sqfs"), compressor="xz")
+    delta = str(tmp / "d.delta")
+    make_delta(old, new, delta, level=3)
+    return old, new, delta
+
+
+def test_sigkill_at_random_points_then_resume(tmp_path, big_pair):
+    old, new, delta = big_pair
+    target = str(tmp_path / "target.img")
+    state = str(tmp_path / "state.json")
+    cmd = [sys.executable, "-m", "edge", "delta", "apply", old, delta, "-o", target, "--state", state,
+           "--checkpoint-every", "256K", "--json"]
+    # how long an uninterrupted apply takes here, to spread the kills over it
+    t0 = time.monotonic()
+    apply_delta(old, delta, str(tmp_path / "reference.img"))
+    full = time.monotonic() - t0
+    rnd = random.Random(7)
+    kills = resumed = 0
+    for attempt in range(60):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=rnd.uniform(0.05, max(0.2, full * 1.2)))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            kills += 1
+            # the state on disk is always a complete checkpoint, and the target never looks finished
+            if os.path.exists(state):
+                json.load(open(state))
+            if os.path.exists(target):  # never looks like an image unless it is the finished, verified one
+                data = open(target, "rb").read()
+                assert data[:4] != b"hsqs" or data == open(new, "rb").read()
+            continue
+        assert proc.returncode == 0, err
+        result = json.loads(out)
+        if result["resumed_at_op"]:
+            resumed += 1
+        break
+    else:
+        pytest.fail("the apply never finished")
+    assert kills >= 3, "the test did not interrupt the apply"
+    assert resumed == 1, "the final run did not resume from a checkpoint"
+    assert open(target, "rb").read() == open(new, "rb").read()
+    assert not os.path.exists(state)
+
+
+def test_checkpoint_hook_kills_at_every_checkpoint(tmp_path, big_pair):
+    """Deterministic variant: die right after checkpoint k, for several k, and resume each time."""
+    old, new, delta = big_pair
+    target = str(tmp_path / "t.img")
+    state = str(tmp_path / "s.json")
+
+    class Die(Exception):
+        pass
+
+    seen_ops = []
+    finished = None
+    for k in (1, 2, 2, 3, 3):
+        count = 0
+
+        def hook(st):
+            nonlocal count
+            count += 1
+            if count == k:
+                seen_ops.append(st["op"])
+                raise Die
+
+        try:
+            finished = apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10, on_checkpoint=hook)
+            break
+        except Die:
+            continue
+    if finished is None:
+        finished = apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10)
+    assert finished.resumed_at_op is not None and finished.resumed_at_op > 0
+    assert open(target, "rb").read() == open(new, "rb").read()
+    # every interrupted run got further than the one before
+    assert seen_ops == sorted(seen_ops) and len(set(seen_ops)) == len(seen_ops) >= 3

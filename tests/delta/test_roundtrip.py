@@ -1,0 +1,106 @@
+"""Deltas between many image pairs apply to byte-identical targets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.delta import apply_delta, make_delta
+from tests.conftest import require_tool, run
+from tests.delta.helpers import base_entries, edit, write, write_dir
+
+
+def roundtrip(tmp, old: str, new: str, **kw) -> tuple[int, object]:
+    delta = os.path.join(tmp, "d.delta")
+    result = make_delta(old, new, delta, **kw)
+    out = os.path.join(tmp, "out.img")
+    if os.path.exists(out):
+        os.unlink(out)
+    apply_delta(old, delta, out)
+    assert open(out, "rb").read() == open(new, "rb").read()
+    return result.size, result
+
+
+@pytest.mark.parametrize("comp,level", [("zstd", 19), ("zstd", 3), ("xz", None), ("gzip", None)])
+@pytest.mark.parametrize("fragments", [True, False])
+def test_edge_images_every_compressor(tmp_path, comp, level, fragments):
+    old = write(base_entries(1), str(tmp_path / "old.sqfs"), compressor=comp, level=level, fragments=fragments)
+    new = write(edit(base_entries(1), 1), str(tmp_path / "new.sqfs"), compressor=comp, level=level, fragments=fragments)
+    size, result = roundtrip(str(tmp_path), old, new)
+    assert result.kind == "squashfs" and result.unreproducible_blocks == 0
+    assert result.ops.get("blocks", 0) > 0
+    assert size < os.path.getsize(new) / 5
+
+
+@pytest.mark.parametrize("comp", ["zstd", "xz", "gzip"])
+def test_mksquashfs_images(tmp_path, comp):
+    mk = require_tool("mksquashfs")
+    a = write_dir(base_entries(2), str(tmp_path / "a"))
+    b = write_dir(edit(base_entries(2), 2), str(tmp_path / "b"))
+    for src, img in ((a, "old.sqfs"), (b, "new.sqfs")):
+        run(mk, src, str(tmp_path / img), "-comp", comp, "-noappend", "-quiet", "-no-progress")
+    size, result = roundtrip(str(tmp_path), str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"))
+    assert result.kind == "squashfs"
+    assert result.unreproducible_blocks == 0, "system libzstd / liblzma / zlib reproduce mksquashfs blocks"
+    assert result.ops.get("blocks", 0) > 0
+
+
+def test_compressor_change_between_versions(tmp_path):
+    old = write(base_entries(3), str(tmp_path / "old.sqfs"), compressor="xz")
+    new = write(edit(base_entries(3), 3), str(tmp_path / "new.sqfs"), compressor="zstd", level=19)
+    roundtrip(str(tmp_path), old, new)
+
+
+def test_identical_images(tmp_path):
+    old = write(base_entries(4), str(tmp_path / "old.sqfs"))
+    size, result = roundtrip(str(tmp_path), old, old)
+    assert set(result.ops) <= {"copy", "zero"} and size < 1000
+
+
+def test_non_squashfs_files(tmp_path):
+    import random
+
+    rnd = random.Random(5)
+    a = rnd.randbytes(3_000_000)
+    b = bytearray(a)
+    b[100_000:100_010] = b"0123456789"
+    b[2_000_000:2_000_000] = rnd.randbytes(5000)  # an insertion shifts everything after it
+    (tmp_path / "a.bin").write_bytes(a)
+    (tmp_path / "b.bin").write_bytes(bytes(b))
+    size, result = roundtrip(str(tmp_path), str(tmp_path / "a.bin"), str(tmp_path / "b.bin"))
+    assert result.kind == "generic" and size < 60_000
+
+
+def test_squashfs_to_non_squashfs(tmp_path):
+    old = write(base_entries(6), str(tmp_path / "old.sqfs"))
+    (tmp_path / "new.bin").write_bytes(open(old, "rb").read()[::-1])
+    _, result = roundtrip(str(tmp_path), old, str(tmp_path / "new.bin"))
+    assert result.kind == "generic"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), changes=st.integers(0, 12), comp=st.sampled_from(["zstd", "xz", "gzip"]),
+       bs=st.sampled_from([4096, 65536, 131072]), fragments=st.booleans(), tails=st.booleans())
+def test_random_pairs(tmp_path_factory, seed, changes, comp, bs, fragments, tails):
+    tmp = str(tmp_path_factory.mktemp("pair"))
+    base = base_entries(seed, files=25)
+    opts = dict(compressor=comp, block_size=bs, fragments=fragments, always_fragments=tails and fragments)
+    old = write(base, os.path.join(tmp, "old.sqfs"), **opts)
+    new = write(edit(base, seed, changes), os.path.join(tmp, "new.sqfs"), **opts)
+    _, result = roundtrip(tmp, old, new)
+    assert result.unreproducible_blocks == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(a=st.binary(min_size=0, max_size=30_000), edits=st.lists(st.tuples(st.integers(0, 30_000), st.binary(max_size=300)), max_size=5))
+def test_random_generic_pairs(tmp_path_factory, a, edits):
+    tmp = tmp_path_factory.mktemp("generic")
+    b = bytearray(a)
+    for pos, data in edits:
+        b[pos:pos] = data
+    (tmp / "a").write_bytes(a)
+    (tmp / "b").write_bytes(bytes(b))
+    roundtrip(str(tmp), str(tmp / "a"), str(tmp / "b"))
