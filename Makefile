@@ -11,12 +11,21 @@ STAMP := $(VENV)/.edge-installed
 PYTEST_ARGS ?=
 
 # Debian packages: the tools Edge calls and the real tools the tests check against.
-APT_PACKAGES := python3 python3-venv python3-pip squashfs-tools attr zstd xz-utils umoci skopeo bzip2 grub-common
+APT_PACKAGES := python3 python3-venv python3-pip squashfs-tools attr zstd xz-utils umoci skopeo bzip2 grub-common \
+	openssl
+# The benchmarks also build Debian trees and run the peer tools they compare against.
+BENCH_PACKAGES := debootstrap time xdelta3 bsdiff casync
 
-.PHONY: demo test deps venv bench clean
+.PHONY: demo test deps deps-bench install-packages venv bench clean
 
 deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(APT_PACKAGES)"
+
+deps-bench:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(APT_PACKAGES) $(BENCH_PACKAGES)"
+
+install-packages:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -39,7 +48,7 @@ demo: venv
 test: venv
 	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
 
-bench: venv
+bench: deps-bench $(STAMP)
 	$(VENV)/bin/python bench/run.py
 
 clean:

@@ -1,8 +1,5 @@
 """Edge: a toolkit for immutable embedded Linux systems."""
 
-from importlib import metadata as _metadata
+from ._version import __version__
 
-try:
-    __version__ = _metadata.version("edge")
-except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+__all__ = ["__version__"]

@@ -16,8 +16,19 @@ import sys
 from edge import __version__
 from edge.errors import EdgeError
 
-# Modules under edge.cli that add subcommands, in the order --help lists them.
-COMMAND_MODULES = ["squashfs", "build", "boards", "delta"]
+# Subcommands, in the order --help lists them: name -> (module under edge.cli, one-line help).
+# Only the module of the command being run is imported, so a device applying an update
+# does not pay (in memory or start-up time) for the build or signing machinery.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "squashfs": ("squashfs", "create, list, extract and inspect squashfs images"),
+    "build": ("build", "build board images from a recipe"),
+    "boards": ("boards", "list the boards, or show one"),
+    "keys": ("keys", "manage the signing CA, signing certificates and revocation"),
+    "bundle": ("bundle", "create, inspect, verify and extract signed update bundles"),
+    "delta": ("delta", "make, apply and inspect deltas between images"),
+}
+COMMAND_MODULES = [module for module, _ in COMMANDS.values()]
+GLOBAL_OPTIONS_WITH_VALUE: set[str] = set()
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -29,7 +40,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (skipping global options), if any."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in GLOBAL_OPTIONS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that subcommand is fully built (others are listed)."""
     parser = _Parser(
         prog="edge",
         description="Edge: build immutable embedded Linux images, sign (delta) update bundles, install them A/B.",
@@ -38,13 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"edge.cli.{name}").register(sub)
+    for name, (module, help_text) in COMMANDS.items():
+        if command is None or command == name:
+            importlib.import_module(f"edge.cli.{module}").register(sub)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = _command_of(argv)
+    parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -17,7 +17,7 @@ from edge.squashfs import format as sqfmt
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
-from .blocks import fd_pread, read_reference, rebuild, rebuild_block
+from .blocks import fd_pread, read_reference, rebuild_block
 from .errors import DeltaError
 from .format import (
     BLOCK_COMPRESSED,
@@ -56,6 +56,8 @@ class MakeResult:
     codec: str | None
     source_size: int
     target_size: int
+    source_sha256: str = ""
+    target_sha256: str = ""
     ops: dict[str, int] = field(default_factory=dict)  # count by kind
     op_bytes: dict[str, int] = field(default_factory=dict)  # delta bytes by kind
     target_bytes: dict[str, int] = field(default_factory=dict)  # target bytes produced by kind
@@ -235,9 +237,12 @@ class _Encoder:
                 enc, patch = self.zstd(content, ref)
                 sources = tuple(draft.sources) if enc == ENC_ZSTD_DICT else ()
                 op = Blocks(draft.mode, sources, len(content), flags, enc, patch, len(expected), hashlib.sha256(expected).digest())
-                assert rebuild(draft.mode, content, flags, self.codec) == expected
-                alt = self.literal(expected)
-                ops += [op] if len(dfmt.encode_op(op)) < sum(len(dfmt.encode_op(o)) for o in alt) else alt
+                # (each block of this segment was rebuilt above with the device's code and matched)
+                if len(dfmt.encode_op(op)) < len(expected):
+                    ops.append(op)  # compressed blocks hardly compress again: their raw size bounds a literal
+                else:
+                    alt = self.literal(expected)
+                    ops += [op] if len(dfmt.encode_op(op)) < sum(len(dfmt.encode_op(o)) for o in alt) else alt
             i = j
         return ops
 
@@ -276,10 +281,13 @@ def make_delta(
         total = len(drafts)
         ops: list[Op] = []
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for n, encoded in enumerate(pool.map(enc.encode, drafts), 1):
-                ops.extend(encoded)
+            # biggest drafts first so the last ones to finish are small (the output order is kept)
+            order = sorted(range(total), key=lambda i: -drafts[i].length if isinstance(drafts[i], (DraftBlocks, DraftPatch)) else 0)
+            futures = {i: pool.submit(enc.encode, drafts[i]) for i in order}
+            for n in range(total):
+                ops.extend(futures.pop(n).result())
                 if progress is not None:
-                    progress(n, total)
+                    progress(n + 1, total)
         ops = _merge(ops)
         if not any(isinstance(op, Blocks) for op in ops):
             sample = None  # nothing is recompressed on the device: no sample to check
@@ -297,7 +305,7 @@ def make_delta(
             generator=f"edge {__version__}",
         )
         result = MakeResult(out, 0, kind, codec.impl_version if codec else None, ssize, tsize,
-                            unreproducible_blocks=enc.unreproducible)
+                            header.source_sha256, header.target_sha256, unreproducible_blocks=enc.unreproducible)
         sample_frame = zstandard.ZstdCompressor(level=19).compress(sample) if codec is not None and sample else b""
         directory = os.path.dirname(os.path.abspath(out))
         fd, tmp = tempfile.mkstemp(prefix=".edge-delta-", dir=directory)
