@@ -27,6 +27,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -36,7 +37,7 @@ import zstandard
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
-from .blocks import fd_pread, read_reference, rebuild
+from .blocks import block_size_of, fd_pread, read_reference, rebuild, rebuild_block
 from .errors import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, TargetMismatchError
 from .format import ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
 
@@ -46,6 +47,7 @@ CHECKPOINT_BYTES = 16 << 20
 CHECKPOINT_SECONDS = 2.0
 COPY_CHUNK = 1 << 20
 HEAD_HELD_BACK = 4096
+MAX_PENDING_BYTES = 12 << 20  # plain content waiting to be recompressed
 
 
 @dataclass
@@ -280,6 +282,28 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
             on_checkpoint(st)
         last_cp_bytes, last_cp_time = tpos, time.monotonic()
 
+    out = _Target(tfd, head)
+    # Rebuilding squashfs blocks is the expensive part: every block is compressed on the pool
+    # while the main thread decodes the next ops. Results are checked and written per op.
+    pending: deque[_Pending] = deque()
+    pending_bytes = 0
+
+    def finish_one() -> None:
+        nonlocal pending_bytes
+        p = pending.popleft()
+        data = b"".join(f.result() for f in p.parts)
+        if len(data) != p.length or hashlib.sha256(data).digest() != p.sha256:
+            assert codec is not None
+            raise CannotReproduceError(
+                f"{name}: blocks op {p.index} rebuilt {len(data)} bytes that do not match the target; this device does "
+                f"not reproduce {codec.name} level {codec.level} blocks exactly ({codec.impl_version}); send a full bundle")
+        out.write(data, p.tpos)
+        pending_bytes -= p.content_len
+
+    def finish_all() -> None:
+        while pending:
+            finish_one()
+
     try:
         if resumed_at is None:
             checkpoint()
@@ -294,14 +318,31 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
                     raise CorruptDeltaError(f"{name}: more ops than the header's {header.op_count}")
                 if tpos + op.length > header.target_size:
                     raise CorruptDeltaError(f"{name}: op {op_index} writes past the end of the target ({header.target_size} bytes)")
-                _apply_op(op, op_index, src, _Target(tfd, head), tpos, codec, source_codec, pool, name)
+                if isinstance(op, Blocks):
+                    content = _blocks_content(op, op_index, src, codec, source_codec, name)
+                    assert codec is not None
+                    view = memoryview(content)
+                    size = block_size_of(op.mode, codec)
+                    pieces = [view[i : i + size] for i in range(0, len(content), size)]
+                    if len(pieces) != len(op.flags):
+                        raise CorruptDeltaError(f"{name}: blocks op {op_index} has {len(op.flags)} block flags for "
+                                                f"{len(pieces)} blocks of content")
+                    parts = [pool.submit(rebuild_block, op.mode, piece, flag, codec) for piece, flag in zip(pieces, op.flags)]
+                    pending.append(_Pending(op_index, tpos, op.length, op.sha256, parts, len(content)))
+                    pending_bytes += len(content)
+                    while pending and (pending_bytes > MAX_PENDING_BYTES or pending[0].done()):
+                        finish_one()
+                else:
+                    _apply_op(op, op_index, src, out, tpos, codec, source_codec, pool, name)
                 tpos += op.length
                 op_index += 1
                 dpos = reader.pos
                 if progress is not None:
                     progress(tpos, header.target_size)
                 if tpos - last_cp_bytes >= checkpoint_bytes or time.monotonic() - last_cp_time >= CHECKPOINT_SECONDS:
+                    finish_all()
                     checkpoint()
+            finish_all()
             if stream.read(1):
                 raise CorruptDeltaError(f"{name}: data after the end of the delta (at byte {reader.pos})")
         if op_index != header.op_count or tpos != header.target_size:
@@ -337,6 +378,31 @@ def _hash_target(tfd: int, head: bytes, size: int) -> str:
         h.update(chunk)
         pos += len(chunk)
     return h.hexdigest()
+
+
+@dataclass
+class _Pending:
+    index: int
+    tpos: int
+    length: int
+    sha256: bytes
+    parts: list
+    content_len: int
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.parts)
+
+
+def _blocks_content(op: Blocks, index: int, src: Callable[[int, int], bytes], codec: Codec | None,
+                    source_codec: Codec | None, name: str) -> bytes:
+    """The new plain content of a blocks op: its patch decoded against the decompressed source extents."""
+    if codec is None or source_codec is None:
+        raise CorruptDeltaError(f"{name}: blocks op {index} in a delta without a compressor")
+    ref = read_reference(op.sources, src, source_codec) if op.encoding == ENC_ZSTD_DICT else b""
+    content = op.patch if op.encoding == ENC_RAW else _zstd(op.patch, op.content_len, ref)
+    if len(content) != op.content_len:
+        raise CorruptDeltaError(f"{name}: blocks op {index} decodes to {len(content)} bytes, expected {op.content_len}")
+    return content
 
 
 class _Target:
@@ -392,16 +458,8 @@ def _apply_op(op: dfmt.Op, index: int, src: Callable[[int, int], bytes], out: _T
             raise CorruptDeltaError(f"{name}: patch op {index} does not produce the expected bytes (corrupt delta)")
         out.write(data, tpos)
     elif isinstance(op, Blocks):
-        if codec is None or source_codec is None:
-            raise CorruptDeltaError(f"{name}: blocks op {index} in a delta without a compressor")
-        ref = read_reference(op.sources, src, source_codec) if op.encoding == ENC_ZSTD_DICT else b""
-        if op.encoding == ENC_RAW:
-            content = op.patch
-        else:
-            content = _zstd(op.patch, op.content_len, ref)
-        del ref
-        if len(content) != op.content_len:
-            raise CorruptDeltaError(f"{name}: blocks op {index} decodes to {len(content)} bytes, expected {op.content_len}")
+        content = _blocks_content(op, index, src, codec, source_codec, name)
+        assert codec is not None
         rebuilt = rebuild(op.mode, content, op.flags, codec, pool)
         if len(rebuilt) != op.length or hashlib.sha256(rebuilt).digest() != op.sha256:
             raise CannotReproduceError(

@@ -31,8 +31,8 @@ from edge.squashfs.reader import FileLayout, ImageLayout, SquashfsImage, TableLa
 
 from .format import MODE_DATA, MODE_METADATA, SourceBlock, SourceChain
 
-MAX_CONTENT = 8 << 20  # plain bytes per blocks draft (device memory: content + reference + output)
-MAX_REFERENCE = 16 << 20
+MAX_CONTENT = 4 << 20  # plain bytes per blocks draft (device memory: content + reference + output)
+MAX_REFERENCE = 8 << 20
 MAX_FRAGMENT_SOURCES = 8
 _DIGITS = re.compile(r"\d+")
 

@@ -79,6 +79,7 @@ class SystemZstd:
         self._local = threading.local()
 
     def compress(self, data: bytes) -> bytes:
+        data = bytes(data)
         lib = self.lib
         cctx = getattr(self._local, "cctx", None)
         if cctx is None:
@@ -104,6 +105,7 @@ class SystemXz:
         self.lib = _liblzma()
 
     def compress(self, data: bytes) -> bytes:
+        data = bytes(data)
         lib = self.lib
         # lzma_options_lzma is larger than we care to mirror: lzma_lzma_preset fills a
         # generous zeroed buffer, and dict_size is its first field.
