@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Delta benchmark (issue #5): Edge's squashfs-aware delta against xdelta3, zstd --patch-from, bsdiff and casync.
+
+For every pair of real Debian root filesystems (bench/rootfs.py: a security
+update, one added package, bookworm -> trixie) and every image flavour (Edge's
+writer at zstd 19 and 15, mksquashfs at its default zstd 15), it measures in
+one run:
+
+- the *content bound*: the sum over changed and added regular files of
+  zstd -19 of the new file with the old file of the same path as a raw-content
+  dictionary (what a perfect file-level delta would send);
+- the delta size, generation wall time, apply wall time and peak RSS of Edge
+  and of each peer tool (all from Debian), checking every applied result;
+- "time to updated" over a 1 MB/s link: delta bytes / 1 MB/s + apply wall time;
+- Edge's apply throughput on unchanged regions (a copy-only delta) and the cost
+  of its whole-source hash.
+
+Results go to docs/benchmarks.md (section "delta").
+
+    .venv/bin/python bench/bench_delta.py [--pairs security,plus-pkg,trixie] [--flavours edge-zstd19,...] [--no-bsdiff]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import zstandard  # noqa: E402
+
+from bench import rootfs as rf  # noqa: E402
+from bench.report import machine_line, update_section  # noqa: E402
+
+EDGE = str(rf.EDGE)
+FLAVOURS = {
+    "edge-zstd19": ("edge", "zstd", 19),
+    "edge-zstd15": ("edge", "zstd", None),
+    "mksquashfs-zstd15": ("mksquashfs", "zstd", None),
+}
+LINK = 1_000_000  # bytes per second for "time to updated"
+TOOLS = ("edge", "xdelta3", "zstd", "bsdiff", "casync")
+
+
+@dataclass
+class Run:
+    tool: str
+    size: int = 0
+    make_s: float = 0.0
+    apply_s: float = 0.0
+    apply_rss_kib: int = 0
+    make_rss_kib: int = 0
+    ok: bool = False
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def time_to_updated(self) -> float:
+        return self.size / LINK + self.apply_s
+
+
+def timed(cmd: list[str], **kw) -> tuple[float, int, subprocess.CompletedProcess]:
+    """Wall seconds and peak RSS (KiB) of one command (GNU time)."""
+    with tempfile.NamedTemporaryFile("r") as tf:
+        start = time.monotonic()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", tf.name, *cmd], capture_output=True, **kw)
+        wall = time.monotonic() - start
+        rss = int((tf.read().strip().splitlines() or ["0"])[-1] or 0)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]!r}")
+    return wall, rss, proc
+
+
+def same(a: Path, b: Path) -> bool:
+    return subprocess.run(["cmp", "-s", str(a), str(b)]).returncode == 0
+
+
+# ------------------------------------------------------------------ content bound
+def content_bound(old_root: Path, new_root: Path) -> dict:
+    jobs = []
+    for dirpath, _dirs, files in os.walk(new_root):
+        for name in files:
+            new = Path(dirpath) / name
+            if new.is_symlink() or not new.is_file():
+                continue
+            rel = new.relative_to(new_root)
+            old = old_root / rel
+            jobs.append((new, old if old.is_file() and not old.is_symlink() else None))
+
+    def one(job: tuple[Path, Path | None]) -> tuple[str, int, int]:
+        new, old = job
+        data = new.read_bytes()
+        if old is None:
+            return "added", len(data), len(zstandard.ZstdCompressor(level=19).compress(data))
+        ref = old.read_bytes()
+        if ref == data:
+            return "same", len(data), 0
+        d = zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        return "changed", len(data), len(zstandard.ZstdCompressor(level=19, dict_data=d).compress(data))
+
+    out = {"changed": [0, 0, 0], "added": [0, 0, 0]}
+    with ThreadPoolExecutor(2) as pool:
+        for kind, size, packed in pool.map(one, jobs):
+            if kind in out:
+                out[kind][0] += 1
+                out[kind][1] += size
+                out[kind][2] += packed
+    return {"bound": out["changed"][2] + out["added"][2], "changed_files": out["changed"][0],
+            "changed_bytes": out["changed"][1], "added_files": out["added"][0], "added_bytes": out["added"][1]}
+
+
+# ------------------------------------------------------------------ tools
+def run_edge(old: Path, new: Path, work: Path) -> Run:
+    patch, out = work / "edge.delta", work / "edge.out"
+    r = Run("edge")
+    r.make_s, r.make_rss_kib, proc = timed([EDGE, "delta", "make", str(old), str(new), "-o", str(patch), "--json"])
+    made = json.loads(proc.stdout)
+    r.size = patch.stat().st_size
+    r.extra = {"ops": made["ops"], "op_bytes": made["op_bytes"], "unreproducible": made["unreproducible_blocks"],
+               "codec": made["codec"]}
+    r.apply_s, r.apply_rss_kib, proc = timed([EDGE, "delta", "apply", str(old), str(patch), "-o", str(out), "--json"])
+    applied = json.loads(proc.stdout)
+    r.extra["source_check_s"] = applied["source_check_seconds"]
+    r.ok = same(out, new)
+    out.unlink()
+    return r
+
+
+def run_xdelta3(old: Path, new: Path, work: Path) -> Run:
+    patch, out = work / "x.vcdiff", work / "x.out"
+    r = Run("xdelta3 -9")
+    r.make_s, r.make_rss_kib, _ = timed(["xdelta3", "-9", "-e", "-f", "-s", str(old), str(new), str(patch)])
+    r.size = patch.stat().st_size
+    r.apply_s, r.apply_rss_kib, _ = timed(["xdelta3", "-d", "-f", "-s", str(old), str(patch), str(out)])
+    r.ok = same(out, new)
+    out.unlink()
+    return r
+
+
+def run_zstd(old: Path, new: Path, work: Path) -> Run:
+    patch, out = work / "z.zst", work / "z.out"
+    r = Run("zstd -19 --long=27 --patch-from")
+    r.make_s, r.make_rss_kib, _ = timed(["zstd", "-q", "-f", "-19", "--long=27", f"--patch-from={old}", str(new), "-o", str(patch)])
+    r.size = patch.stat().st_size
+    r.apply_s, r.apply_rss_kib, _ = timed(["zstd", "-q", "-f", "-d", "--long=27", f"--patch-from={old}", str(patch), "-o", str(out)])
+    r.ok = same(out, new)
+    out.unlink()
+    return r
+
+
+def run_bsdiff(old: Path, new: Path, work: Path) -> Run:
+    patch, out = work / "b.bsdiff", work / "b.out"
+    r = Run("bsdiff")
+    r.make_s, r.make_rss_kib, _ = timed(["bsdiff", str(old), str(new), str(patch)])
+    r.size = patch.stat().st_size
+    r.apply_s, r.apply_rss_kib, _ = timed(["bspatch", str(old), str(out), str(patch)])
+    r.ok = same(out, new)
+    out.unlink()
+    return r
+
+
+def run_casync(old: Path, new: Path, work: Path) -> Run:
+    """casync: the device holds the old image's chunks (seed); it downloads the index and the missing chunks."""
+    old_store, new_store = work / "old.castr", work / "new.castr"
+    for d in (old_store, new_store):
+        shutil.rmtree(d, ignore_errors=True)
+    r = Run("casync (missing chunks)")
+    timed(["casync", "make", f"--store={old_store}", str(work / "old.caibx"), str(old)])
+    r.make_s, r.make_rss_kib, _ = timed(["casync", "make", f"--store={new_store}", str(work / "new.caibx"), str(new)])
+    have = {p.name for p in old_store.rglob("*.cacnk")}
+    missing = [p for p in new_store.rglob("*.cacnk") if p.name not in have]
+    index = (work / "new.caibx").stat().st_size
+    r.size = sum(p.stat().st_size for p in missing) + index
+    r.extra = {"missing_chunks": len(missing), "chunks": sum(1 for _ in new_store.rglob("*.cacnk")), "index_bytes": index}
+    out = work / "c.out"
+    # apply: extract using only the missing chunks plus the old image as seed
+    only_missing = work / "missing.castr"
+    shutil.rmtree(only_missing, ignore_errors=True)
+    for p in missing:
+        dest = only_missing / p.relative_to(new_store)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest)
+    only_missing.mkdir(exist_ok=True)
+    r.apply_s, r.apply_rss_kib, _ = timed(["casync", "extract", f"--store={only_missing}", f"--seed={old}",
+                                           str(work / "new.caibx"), str(out)])
+    r.ok = same(out, new)
+    out.unlink()
+    for d in (old_store, new_store, only_missing):
+        shutil.rmtree(d, ignore_errors=True)
+    return r
+
+
+def copy_throughput(image: Path, work: Path) -> dict:
+    """Apply a copy-only delta (image to itself): the speed of unchanged regions, and the source hash cost."""
+    patch, out = work / "same.delta", work / "same.out"
+    subprocess.run([EDGE, "delta", "make", str(image), str(image), "-o", str(patch)], check=True, capture_output=True)
+    wall, rss, proc = timed([EDGE, "delta", "apply", str(image), str(patch), "-o", str(out), "--json"])
+    res = json.loads(proc.stdout)
+    size = image.stat().st_size
+    inner = res["seconds"] - res["source_check_seconds"]
+    ok = same(out, image)
+    out.unlink()
+    return {"size": size, "wall_s": wall, "apply_s": res["seconds"], "source_check_s": res["source_check_seconds"],
+            "copy_mb_s": size / inner / 1e6, "with_hash_mb_s": size / res["seconds"] / 1e6, "rss_kib": rss, "ok": ok}
+
+
+# ------------------------------------------------------------------ report
+def fmt_bytes(n: int) -> str:
+    return f"{n:,}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", default=",".join(rf.PAIRS))
+    ap.add_argument("--flavours", default=",".join(FLAVOURS))
+    ap.add_argument("--no-bsdiff", action="store_true", help="skip bsdiff (slowest peer)")
+    ap.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
+    args = ap.parse_args(argv)
+    pairs = [p for p in args.pairs.split(",") if p]
+    flavours = [f for f in args.flavours.split(",") if f]
+    work = Path(tempfile.mkdtemp(prefix="edge-bench-delta-", dir="/var/tmp"))
+    results: dict[tuple[str, str], dict] = {}
+    bounds: dict[str, dict] = {}
+    try:
+        for pair in pairs:
+            a, b = rf.PAIRS[pair]
+            print(f"== pair {pair}: {a} -> {b}", file=sys.stderr, flush=True)
+            bounds[pair] = content_bound(rf.rootfs(a), rf.rootfs(b))
+            print(f"   content bound {bounds[pair]}", file=sys.stderr, flush=True)
+            for flavour in flavours:
+                tool, comp, level = FLAVOURS[flavour]
+                old, new = rf.image(a, tool, comp, level), rf.image(b, tool, comp, level)
+                runs = [run_edge(old, new, work), run_xdelta3(old, new, work), run_zstd(old, new, work)]
+                if not args.no_bsdiff:
+                    runs.append(run_bsdiff(old, new, work))
+                runs.append(run_casync(old, new, work))
+                results[(pair, flavour)] = {"old": old.stat().st_size, "new": new.stat().st_size, "runs": runs}
+                for r in runs:
+                    print(f"   {flavour:18} {r.tool:32} {r.size:>12,} make {r.make_s:6.1f}s apply {r.apply_s:5.1f}s "
+                          f"rss {r.apply_rss_kib / 1024:6.1f} MiB ok={r.ok}", file=sys.stderr, flush=True)
+        thr = copy_throughput(rf.image(rf.PAIRS[pairs[0]][1], "edge", "zstd", 19), work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    md = report(pairs, flavours, results, bounds, thr)
+    print(md)
+    if not args.no_write:
+        update_section("delta", md)
+    return 0 if all(r.ok for v in results.values() for r in v["runs"]) and thr["ok"] else 1
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def report(pairs, flavours, results, bounds, thr) -> str:
+    lines = ["## Delta: Edge vs xdelta3, zstd --patch-from, bsdiff, casync", ""]
+    lines.append("Pairs are real Debian trees from `bench/rootfs.py`: **security** = bookworm minbase+python3 before and "
+                 "after `apt-get upgrade` from bookworm-security; **plus-pkg** = the same root plus `curl`; **trixie** = "
+                 "bookworm vs trixie minbase+python3. Images are built from the trees with Edge's writer (zstd 19 and 15) "
+                 "and with mksquashfs 4.5.1 (default zstd 15), 128 KiB blocks, `SOURCE_DATE_EPOCH` fixed. Every delta "
+                 "was applied and the result compared byte for byte with the new image (all ok unless marked).")
+    lines.append("")
+    lines.append("Content bound = sum over changed and added regular files of zstd -19 of the new file with the old "
+                 "file of the same path as a raw dictionary. Time to updated = delta bytes / 1 MB/s + apply wall time. "
+                 "Times are wall seconds of the whole command; RSS is the peak of the apply command.")
+    lines.append("")
+    lines.append("| pair | changed / added files (bytes) | content bound |")
+    lines.append("|---|---|---:|")
+    for p in pairs:
+        b = bounds[p]
+        lines.append(f"| {p} | {b['changed_files']} ({b['changed_bytes']:,}) / {b['added_files']} ({b['added_bytes']:,}) | {b['bound']:,} |")
+    lines.append("")
+    lines.append("| pair | image | tool | delta bytes | vs Edge | make s | apply s | apply RSS MiB | time to updated s |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    checks = []
+    for p in pairs:
+        for f in flavours:
+            res = results[(p, f)]
+            runs = res["runs"]
+            edge = runs[0]
+            for r in runs:
+                ok = "" if r.ok else " (WRONG OUTPUT)"
+                lines.append(f"| {p} | {f} | {r.tool}{ok} | {r.size:,} | {r.size / edge.size:.2f}x | {r.make_s:.1f} | "
+                             f"{r.apply_s:.1f} | {r.apply_rss_kib / 1024:.1f} | {r.time_to_updated:.1f} |")
+            peers = runs[1:]
+            best = min(peers, key=lambda r: r.size)
+            checks.append(f"- {p} / {f}: Edge {edge.size:,} B vs best peer ({best.tool}) {best.size:,} B = "
+                          f"**{edge.size / best.size:.3f}x** (target ≤ 1.02) {verdict(edge.size <= 1.02 * best.size)}; "
+                          f"apply RSS {edge.apply_rss_kib / 1024:.1f} MiB (target ≤ 64) {verdict(edge.apply_rss_kib <= 64 * 1024)}; "
+                          f"ops {edge.extra.get('ops')}, unreproducible blocks {edge.extra.get('unreproducible')}, "
+                          f"compressor {edge.extra.get('codec')}")
+            if p == "security" and f.startswith("edge"):
+                x = next(r for r in peers if r.tool.startswith("xdelta3"))
+                z = next(r for r in peers if r.tool.startswith("zstd"))
+                bound = bounds[p]["bound"]
+                checks.append(f"  - vs content bound {bound:,} B: **{edge.size / bound:.3f}x** (target ≤ 1.25) "
+                              f"{verdict(edge.size <= 1.25 * bound)}; vs xdelta3: **{edge.size / x.size:.3f}x** "
+                              f"(target ≤ 0.35) {verdict(edge.size <= 0.35 * x.size)}")
+                checks.append(f"  - time to updated {edge.time_to_updated:.1f} s vs xdelta3 {x.time_to_updated:.1f} s: "
+                              f"**{edge.time_to_updated / x.time_to_updated:.3f}x** (target ≤ 0.4) "
+                              f"{verdict(edge.time_to_updated <= 0.4 * x.time_to_updated)}")
+                checks.append(f"  - generation {edge.make_s:.1f} s vs zstd --patch-from {z.make_s:.1f} s: "
+                              f"**{edge.make_s / z.make_s:.3f}x** (target ≤ 1.0) {verdict(edge.make_s <= z.make_s)}")
+    lines.append("")
+    lines.append("Targets (issue #5), measured in the same run:")
+    lines.append("")
+    lines += checks
+    lines.append(f"- Unchanged regions (a copy-only delta of a {thr['size']:,}-byte image): copy ops applied at "
+                 f"**{thr['copy_mb_s']:.0f} MB/s** (target ≥ 200) {verdict(thr['copy_mb_s'] >= 200)}; with the "
+                 f"whole-source sha256 check ({thr['source_check_s']:.2f} s) {thr['with_hash_mb_s']:.0f} MB/s; command "
+                 f"wall {thr['wall_s']:.2f} s including interpreter start; peak RSS {thr['rss_kib'] / 1024:.1f} MiB.")
+    lines.append("")
+    lines.append(machine_line() + f" Tools: {tool_versions()}.")
+    lines.append("")
+    lines.append("Reproduce (as root; the first run builds the trees with debootstrap and the images):")
+    lines.append("")
+    lines.append("```sh\n.venv/bin/python bench/bench_delta.py\n```")
+    return "\n".join(lines)
+
+
+def tool_versions() -> str:
+    def v(cmd: list[str]) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True).stdout + subprocess.run(cmd, capture_output=True, text=True).stderr
+        except OSError:
+            return "?"
+        m = re.search(r"\d+\.\d+(\.\d+)?", out)
+        return m.group(0) if m else "?"
+
+    pkgs = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Version}, ", "xdelta3", "zstd", "bsdiff", "casync"],
+                          capture_output=True, text=True).stdout.strip().rstrip(",")
+    return pkgs or "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
