@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults: build a reproducible squashfs image from a
-# sample root filesystem, list it, and verify it with the real squashfs-tools.
+# The main job on embedded defaults, end to end: reproducible squashfs images,
+# board images from an OCI image, signed full and delta bundles, and the A/B
+# update cycle (trial boot, commit, rollback) on a virtual board.
 set -euo pipefail
 OUT=${OUT:-out/demo}
 step() { printf '\n==> %s\n' "$*"; }
@@ -54,4 +55,39 @@ run "$OUT/images/sample-1.0.0-x86-64-efi.root/usr/bin/sh" && echo "the x86-64-ef
 run cat "$OUT/images/sample-1.0.0-rpi4.boot/boot-b/cmdline.txt"
 run cat "$OUT/images/sample-1.0.0-rpi4.boot/autoboot/autoboot.txt"
 
-step "done: $OUT/rootfs.sqfs"
+step "three releases of a product for x86-64-efi: 1.0.0, 2.0.0 (a few changes), 3.0.0 (its app fails to start)"
+run python scripts/demo_versions.py "$OUT/build"
+for n in 1 2 3; do run edge build "$OUT/build/release-$n.yaml" -o "$OUT/releases" >/dev/null; done
+ls -l "$OUT"/releases/*.sqfs
+
+step "signing: an offline root CA issues a code-signing certificate"
+run edge keys ca init "$OUT/ca"
+run edge keys issue --ca "$OUT/ca" --name release -o "$OUT/keys"
+
+step "bundles: 2.0.0 as a delta from 1.0.0, 3.0.0 as a full image"
+run edge bundle create "$OUT/releases/demo-2.0.0-x86-64-efi.sqfs" --key "$OUT/keys/release.key" --cert "$OUT/keys/release.crt" \
+  --delta-from "$OUT/releases/demo-1.0.0-x86-64-efi.sqfs" --security-version 2 -o "$OUT/demo-2.0.0.edgeb"
+run edge bundle create "$OUT/releases/demo-3.0.0-x86-64-efi.sqfs" --key "$OUT/keys/release.key" --cert "$OUT/keys/release.crt" \
+  --security-version 3 -o "$OUT/demo-3.0.0.edgeb"
+run edge bundle verify "$OUT/demo-2.0.0.edgeb" --keyring "$OUT/ca/root.crt" --board edge,x86-64-efi
+
+step "a virtual x86-64-efi board running 1.0.0 (GRUB environment block, A/B slots)"
+run edge sim create "$OUT/board" --board x86-64-efi --image "$OUT/releases/demo-1.0.0-x86-64-efi.sqfs" --keyring "$OUT/ca/root.crt"
+DEV=(edge --config "$OUT/board/device.yaml")
+run "${DEV[@]}" status
+
+step "update to 2.0.0 with the delta bundle: written to slot B, trial boot, health check, commit"
+run "${DEV[@]}" install "$OUT/demo-2.0.0.edgeb"
+run grub-editenv "$OUT/board/boot/grubenv" list
+run edge sim reboot "$OUT/board"
+run "${DEV[@]}" status
+
+step "update to the broken 3.0.0: its health check fails on the trial boot, the board rolls back to 2.0.0"
+run "${DEV[@]}" install "$OUT/demo-3.0.0.edgeb"
+run edge sim reboot "$OUT/board"
+run "${DEV[@]}" status
+booted=$("${DEV[@]}" status --json | python -c 'import json,sys; s=json.load(sys.stdin); print(s["slots"][s["booted"]]["version"])')
+[ "$booted" = "2.0.0" ] || { echo "expected the board on 2.0.0, it runs $booted" >&2; exit 1; }
+echo "the board runs 2.0.0; 3.0.0 was rolled back and its slot marked bad"
+
+step "done: images in $OUT/images and $OUT/releases, bundles in $OUT, virtual board in $OUT/board"

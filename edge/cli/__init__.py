@@ -26,9 +26,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("keys", "manage the signing CA, signing certificates and revocation"),
     "bundle": ("bundle", "create, inspect, verify and extract signed update bundles"),
     "delta": ("delta", "make, apply and inspect deltas between images"),
+    "install": ("device", "install an update bundle into the inactive slot"),
+    "status": ("device", "show slots, versions, pending operation and security floor"),
+    "mark-good": ("device", "confirm a slot without health checks"),
+    "mark-bad": ("device", "reject a slot"),
+    "rollback": ("device", "cancel a pending trial, or arm a trial of the other slot"),
+    "boot-check": ("device", "after boot: run health checks, commit or roll back a trial"),
+    "sim": ("sim", "a virtual board: create it, reboot it, cut its power"),
 }
-COMMAND_MODULES = [module for module, _ in COMMANDS.values()]
-GLOBAL_OPTIONS_WITH_VALUE: set[str] = set()
+COMMAND_MODULES = list(dict.fromkeys(module for module, _ in COMMANDS.values()))
+GLOBAL_OPTIONS_WITH_VALUE: set[str] = {"--config"}
 
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
@@ -61,13 +68,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog="Run 'edge COMMAND --help' for a command's options. Exit codes are listed in docs/cli.md.",
     )
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    parser.add_argument("--config", metavar="DEVICE.yaml",
+                        help="device configuration for the device commands (default: $EDGE_CONFIG, then "
+                             "/etc/edge/device.yaml)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name, (module, help_text) in COMMANDS.items():
-        if command is None or command == name:
-            importlib.import_module(f"edge.cli.{module}").register(sub)
-        else:
-            sub.add_parser(name, help=help_text)
+    wanted = list(dict.fromkeys(m for n, (m, _) in COMMANDS.items() if command is None or command == n))
+    for module in wanted:
+        importlib.import_module(f"edge.cli.{module}").register(sub)
+    for name, (_, help_text) in COMMANDS.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=help_text)  # listed in --help; built only when it is the command run
     return parser
 
 

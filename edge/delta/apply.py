@@ -47,7 +47,7 @@ CHECKPOINT_BYTES = 16 << 20
 CHECKPOINT_SECONDS = 2.0
 COPY_CHUNK = 1 << 20
 HEAD_HELD_BACK = 4096
-MAX_PENDING_BYTES = 12 << 20  # plain content waiting to be recompressed
+MAX_PENDING_BYTES = 6 << 20  # plain content waiting to be recompressed
 
 
 @dataclass
@@ -144,7 +144,7 @@ def _zstd(frame: bytes, limit: int, ref: bytes = b"") -> bytes:
 def _hash_prefix(fd: int, size: int) -> str:
     h = hashlib.sha256()
     pos = 0
-    buf = bytearray(1 << 22)
+    buf = bytearray(1 << 20)
     view = memoryview(buf)
     while pos < size:
         n = os.preadv(fd, [view[: min(len(buf), size - pos)]], pos)
@@ -372,7 +372,7 @@ def _hash_target(tfd: int, head: bytes, size: int) -> str:
     h = hashlib.sha256(head)
     pos = len(head)
     while pos < size:
-        chunk = os.pread(tfd, min(1 << 22, size - pos), pos)
+        chunk = os.pread(tfd, min(1 << 20, size - pos), pos)
         if not chunk:
             break
         h.update(chunk)

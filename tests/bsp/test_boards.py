@@ -129,7 +129,7 @@ def test_board_rootfs_overlays_and_mount_points():
 def user_board(tmp_path):
     """A copy of the x86 board as a user's board folder."""
     folder = tmp_path / "myboard"
-    shutil.copytree(os.path.join(BUILTIN_DIR, "x86-64-efi"), folder)
+    shutil.copytree(os.path.join(BUILTIN_DIR, "x86-64-efi"), folder, symlinks=True)
     text = (folder / "board.yaml").read_text().replace("name: x86-64-efi", "name: myboard")
     (folder / "board.yaml").write_text(text)
     return folder
@@ -206,7 +206,7 @@ def test_missing_board_yaml(tmp_path):
 # ---------------------------------------------------------------- registry and CLI
 def test_bsp_path_adds_and_overrides_boards(tmp_path, user_board):
     override = tmp_path / "overrides" / "rpi4"
-    shutil.copytree(os.path.join(BUILTIN_DIR, "rpi4"), override)
+    shutil.copytree(os.path.join(BUILTIN_DIR, "rpi4"), override, symlinks=True)
     edit(override, "description: Raspberry Pi 4", "description: My own Raspberry Pi 4")
     registry = BoardRegistry([str(tmp_path / "overrides"), str(user_board)])
     assert registry.names() == BUILTIN[:1] + ["myboard"] + BUILTIN[1:]
@@ -230,7 +230,7 @@ def test_edge_boards_cli(tmp_path, user_board):
     proc = edge("boards", "show", "nope")
     assert proc.returncode == 5 and proc.stderr.startswith("edge: error: unknown board 'nope'")
     broken = tmp_path / "broken"
-    shutil.copytree(user_board, broken)
+    shutil.copytree(user_board, broken, symlinks=True)
     edit(broken, "name: myboard", "name: broken\nbogus: 1")
     proc = edge("boards", "--bsp-path", str(tmp_path / "broken"))
     assert proc.returncode == 5 and "board.yaml:" in proc.stderr and "field 'bogus': unknown key" in proc.stderr

@@ -1,0 +1,69 @@
+"""Slot devices: capacity, hashing, and opening the inactive slot for writing (never the booted one)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+from .errors import DeviceError
+
+
+def capacity(path: str) -> int:
+    """How many bytes an image may occupy in the slot: a block device's size, or for a
+    file slot its current size plus the free space of its filesystem."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(path))
+        vfs = os.statvfs(parent)
+        return vfs.f_bavail * vfs.f_frsize
+    if stat.S_ISBLK(st.st_mode):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+    vfs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    return st.st_blocks * 512 + vfs.f_bavail * vfs.f_frsize
+
+
+def same_device(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except FileNotFoundError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def open_for_writing(path: str, booted_path: str) -> int:
+    """The inactive slot, opened read-write; refuses the booted slot whatever the path says."""
+    if same_device(path, booted_path):
+        raise DeviceError(f"{path} is the booted slot: refusing to write to the running system")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    if os.path.exists(booted_path) and os.fstat(fd).st_ino == os.stat(booted_path).st_ino and \
+            os.fstat(fd).st_dev == os.stat(booted_path).st_dev:
+        os.close(fd)
+        raise DeviceError(f"{path} is the booted slot: refusing to write to the running system")
+    return fd
+
+
+def hash_slot(path: str, size: int, head: bytes | None = None) -> str:
+    """sha256 of the first ``size`` bytes of a slot (``head`` stands in for its first bytes when given)."""
+    h = hashlib.sha256()
+    pos = 0
+    if head:
+        h.update(head)
+        pos = len(head)
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while pos < size:
+            n = os.preadv(fd, [view[: min(len(buf), size - pos)]], pos)
+            if n <= 0:
+                raise DeviceError(f"{path} ends at byte {pos}, the image has {size}")
+            h.update(view[:n])
+            pos += n
+    finally:
+        os.close(fd)
+    return h.hexdigest()

@@ -1,0 +1,131 @@
+"""Where a bundle comes from: a local file, or an HTTP(S) URL read with Range requests.
+
+An HTTP source is a seekable stream: every seek starts a new ranged GET, and a
+connection that drops is reopened at the current position (a few retries with
+backoff), so an install resumes from its checkpoint without downloading what
+it already wrote.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import urllib.error
+import urllib.request
+from typing import BinaryIO
+
+from .errors import DeviceError
+
+RETRIES = 5
+
+
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def open_source(source: str) -> BinaryIO:
+    if is_url(source):
+        return HttpStream(source)
+    try:
+        return open(source, "rb")
+    except OSError as exc:
+        raise DeviceError(f"{source}: {exc.strerror}") from None
+
+
+class HttpStream(io.RawIOBase):
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url
+        self.name = url
+        self.timeout = timeout
+        self._pos = 0
+        self._resp = None
+        self._size: int | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            new = offset
+        elif whence == io.SEEK_CUR:
+            new = self._pos + offset
+        else:
+            new = self.size() + offset
+        if new != self._pos:
+            self._drop()
+            self._pos = new
+        return self._pos
+
+    def size(self) -> int:
+        if self._size is None:
+            req = urllib.request.Request(self.url, method="HEAD")
+            with self._retry(lambda: urllib.request.urlopen(req, timeout=self.timeout)) as resp:
+                length = resp.headers.get("Content-Length")
+            if length is None:
+                raise DeviceError(f"{self.url}: the server does not say how big the bundle is")
+            self._size = int(length)
+        return self._size
+
+    def _drop(self) -> None:
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+
+    def _open(self) -> None:
+        req = urllib.request.Request(self.url, headers={"Range": f"bytes={self._pos}-"})
+        resp = self._retry(lambda: urllib.request.urlopen(req, timeout=self.timeout))
+        if self._pos and resp.status != 206:
+            resp.close()
+            raise DeviceError(f"{self.url}: the server ignores Range requests (HTTP {resp.status}); cannot resume")
+        self._resp = resp
+
+    def _retry(self, call):  # type: ignore[no-untyped-def]
+        delay = 0.5
+        for attempt in range(RETRIES + 1):
+            try:
+                return call()
+            except urllib.error.HTTPError as exc:
+                if exc.code == 416:  # range not satisfiable: reading at or past the end
+                    raise _AtEnd() from None
+                if exc.code < 500 or attempt == RETRIES:
+                    raise DeviceError(f"{self.url}: HTTP {exc.code} {exc.reason}") from None
+            except (urllib.error.URLError, OSError) as exc:
+                if attempt == RETRIES:
+                    reason = getattr(exc, "reason", exc)
+                    raise DeviceError(f"{self.url}: cannot download ({reason})") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 8)
+        raise AssertionError("unreachable")
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        for attempt in range(RETRIES + 1):
+            try:
+                if self._resp is None:
+                    self._open()
+                assert self._resp is not None
+                n = self._resp.readinto(b)
+                self._pos += n
+                return n
+            except _AtEnd:
+                return 0
+            except (OSError, urllib.error.URLError) as exc:
+                self._drop()  # reconnect at the current position
+                if attempt == RETRIES:
+                    raise DeviceError(f"{self.url}: download interrupted at byte {self._pos} ({exc})") from None
+                time.sleep(min(0.5 * 2**attempt, 8))
+        return 0
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+
+class _AtEnd(Exception):
+    pass

@@ -1,0 +1,142 @@
+"""The whole update cycle on a virtual board, for every boot-control backend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edge.device import Installer, load_config, status
+from edge.device import sim
+from edge.device.errors import DeviceError
+from tests.conftest import require_tool, run
+from tests.device.conftest import BOARDS
+from tests.device.helpers import sha256
+
+
+def installer(board_dir: str) -> Installer:
+    return Installer(load_config(os.path.join(board_dir, "device.yaml")))
+
+
+def slot_versions(board_dir: str) -> dict[str, str | None]:
+    info = status(load_config(os.path.join(board_dir, "device.yaml")))
+    return {s: (info["slots"][s]["version"], info["slots"][s]["status"]) for s in ("A", "B")}
+
+
+@pytest.mark.parametrize("backend", list(BOARDS))
+def test_full_cycle(tmp_path, artifacts, backend):
+    board, override = BOARDS[backend]
+    d = str(tmp_path / "board")
+    img, bundles = artifacts["images"], artifacts["bundles"]
+    reports = sim.create(d, board, img[1], keyring=artifacts["pki"]["keyring"], backend=override)
+    assert reports[-1].slot == "A" and reports[-1].check.outcome == "healthy"
+
+    # v2 as a delta: written into B, trial boot, health check passes, committed
+    result = installer(d).install(bundles[(board, "v1-v2")])
+    assert result.slot == "B" and result.payload_type == "delta"
+    cfg = load_config(os.path.join(d, "device.yaml"))
+    assert sha256(cfg.slots["B"], os.path.getsize(img[2])) == sha256(img[2])
+    assert sha256(cfg.slots["A"], os.path.getsize(img[1])) == sha256(img[1]), "the booted slot was touched"
+    info = status(cfg)
+    assert info["primary"] == "B" and info["booted"] == "A" and info["operation"]["step"] == "installed"
+    reports = sim.reboot(d)
+    assert [r.slot for r in reports] == ["B"] and reports[-1].check.outcome == "committed"
+    info = status(cfg)
+    assert info["committed"] == "B" and info["security_floor"] == 2 and info["operation"] is None
+    assert (tmp_path / "board" / "booted" / "etc" / "os-release").read_text().count("2.0.0") == 1
+
+    # v3 (full) fails its health check: rolled back to v2, the reason recorded
+    result = installer(d).install(bundles[(board, "v3")])
+    assert result.slot == "A" and result.payload_type == "full"
+    reports = sim.reboot(d)
+    assert reports[0].slot == "A" and reports[0].check.outcome == "rolled-back"
+    assert reports[-1].slot == "B" and reports[-1].check.outcome == "healthy"
+    info = status(cfg)
+    assert info["booted"] == "B" and info["committed"] == "B" and info["security_floor"] == 2
+    assert info["slots"]["A"]["status"] == "bad" and "app failed to start" in info["last_error"]["message"]
+    # later reboots stay on v2
+    assert sim.reboot(d)[-1].slot == "B"
+    if backend == "grub":  # the env file is a real GRUB environment block
+        out = run(require_tool("grub-editenv"), os.path.join(d, "boot", "grubenv"), "list").stdout
+        assert "BOOT_ORDER=B" in out
+    if backend == "uboot":
+        out = run(require_tool("fw_printenv"), "-c", os.path.join(d, "boot", "fw_env.config")).stdout
+        assert "BOOT_ORDER=B" in out
+
+
+@pytest.mark.parametrize("backend", ["grub", "rpi"])
+def test_trial_that_never_boots_falls_back(tmp_path, artifacts, backend):
+    """A slot whose image cannot even be mounted: the board resets until the bootloader gives up on it."""
+    board, override = BOARDS[backend]
+    d = str(tmp_path / "board")
+    sim.create(d, board, artifacts["images"][1], keyring=artifacts["pki"]["keyring"], backend=override)
+    installer(d).install(artifacts["bundles"][(board, "v2")])
+    cfg = load_config(os.path.join(d, "device.yaml"))
+    with open(cfg.slots["B"], "r+b") as fh:  # the kernel will not find a filesystem in B
+        fh.write(bytes(4096))
+    reports = sim.reboot(d)
+    assert reports[-1].slot == "A"
+    assert not reports[0].mounted
+    info = status(cfg)
+    assert info["slots"]["B"]["status"] == "bad" and "rolled back" in info["last_error"]["message"]
+
+
+def test_install_refused_while_a_trial_is_pending(tmp_path, artifacts):
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    installer(d).install(artifacts["bundles"][("x86-64-efi", "v2")])
+    with pytest.raises(DeviceError, match="waiting for its trial boot"):
+        installer(d).install(artifacts["bundles"][("x86-64-efi", "v3")])
+
+
+def test_same_bundle_twice_re_arms_without_rewriting(tmp_path, artifacts):
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    first = installer(d).install(artifacts["bundles"][("x86-64-efi", "v2")])
+    assert not first.already_installed
+    from edge.device import mark_bad
+
+    mark_bad(load_config(os.path.join(d, "device.yaml")), "B")  # cancel the trial
+    again = installer(d).install(artifacts["bundles"][("x86-64-efi", "v2")])
+    assert again.already_installed
+
+
+def test_rollback_to_the_previous_slot(tmp_path, artifacts):
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    installer(d).install(artifacts["bundles"][("x86-64-efi", "v2")])
+    sim.reboot(d)
+    cfg = load_config(os.path.join(d, "device.yaml"))
+    from edge.device import rollback
+
+    with pytest.raises(DeviceError, match="below this device's floor"):
+        rollback(cfg)
+    message, command = rollback(cfg, force=True)
+    assert "armed" in message and command == ["reboot"]
+    reports = sim.reboot(d)
+    assert reports[-1].slot == "A" and reports[-1].check.outcome == "committed"
+
+
+def test_cli_status_and_exit_codes(tmp_path, artifacts):
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    cfg = os.path.join(d, "device.yaml")
+    edge = [sys.executable, "-m", "edge", "--config", cfg]
+    r = subprocess.run(edge + ["status", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0 and '"booted": "A"' in r.stdout
+    r = subprocess.run(edge + ["install", artifacts["bundles"][("rpi4", "v2")]], capture_output=True, text=True)
+    assert r.returncode == 9 and "not for this board edge,x86-64-efi" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(edge + ["install", artifacts["bundles"][("x86-64-efi", "v3")]], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "edge", "sim", "reboot", d], capture_output=True, text=True)
+    assert r.returncode == 0 and "rolled-back" in r.stdout
+    r = subprocess.run(edge + ["install", artifacts["bundles"][("x86-64-efi", "v2")]], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "edge", "sim", "reboot", d], capture_output=True, text=True)
+    assert r.returncode == 0 and "committed" in r.stdout
+    r = subprocess.run(edge + ["install", artifacts["bundles"][("x86-64-efi", "v1")]], capture_output=True, text=True)
+    assert r.returncode == 9 and "below this device's floor 2" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "edge", "--config", str(tmp_path / "none.yaml"), "status"], capture_output=True, text=True)
+    assert r.returncode == 11 and "no device configuration" in r.stderr
