@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edge.fsutil import replace_file
+
 from .errors import BootControlError
 
 SECTOR = 512
@@ -32,28 +34,9 @@ def read_file(path: Path, what: str, limit: int = 1 << 20) -> bytes:
 
 def replace_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file in the same directory, fsync, rename over ``path``, fsync the directory."""
-    directory = path.parent
-    tmp = directory / f".{path.name}.edge-tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        replace_file(path, data)
     except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
         raise BootControlError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 

@@ -28,7 +28,6 @@ import hashlib
 import os
 import queue
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import BinaryIO
 from cryptography import x509
 
 from edge.errors import InputFileError
+from edge.fsutil import atomic_output
 from signing.certs import MALFORMED_CERTIFICATE, common_name, fingerprint, parse_der_certificate
 from signing.chain import validate_signing_chain
 from signing.errors import TrustError
@@ -350,27 +350,9 @@ class Bundle:
             written = self.stream_payload(to_stream, progress=progress)
             dest.flush()
             return written
-        path = os.fspath(dest)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".edge-extract-", dir=directory)
-        try:
-            out = WritebackWriter(fd)
-            written = self.stream_payload(lambda _, data: out.write(data), progress=progress)
-            if sync:
-                os.fsync(fd)
-            os.fchmod(fd, 0o644)
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, path)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        return written
+        with atomic_output(dest, prefix=".edge-extract-", sync=sync) as fh:
+            out = WritebackWriter(fh.fileno())
+            return self.stream_payload(lambda _, data: out.write(data), progress=progress)
 
     # ------------------------------------------------------------ internals
     def _verified_manifest(self) -> Manifest:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from edge import __version__ as edge_version
+from edge.fsutil import atomic_output
 from edge.errors import InputFileError
 from edge.squashfs import SquashfsImage
 from signing.errors import TrustError
@@ -143,25 +143,12 @@ def create_bundle(
     block = SignatureBlock(signer.algorithm, signature, certificates).pack()
     header = Header(FORMAT_VERSION, len(manifest_bytes), len(block), payload_size)
 
-    directory = os.path.dirname(os.path.abspath(out))
-    fd, tmp = tempfile.mkstemp(prefix=".edge-bundle-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(header.pack())
-            fh.write(manifest_bytes)
-            fh.write(block)
-            fh.write(payload_tag(manifest_bytes))
-            _copy_payload(payload, fh, manifest, None if progress is None else lambda done: progress(payload_size + done, total_work))
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(out, prefix=".edge-bundle-") as fh:
+        fh.write(header.pack())
+        fh.write(manifest_bytes)
+        fh.write(block)
+        fh.write(payload_tag(manifest_bytes))
+        _copy_payload(payload, fh, manifest, None if progress is None else lambda done: progress(payload_size + done, total_work))
     return CreatedBundle(out, manifest, hashlib.sha256(manifest_bytes).hexdigest(), header.total_size)
 
 

@@ -34,6 +34,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from edge.fsutil import replace_file
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
@@ -174,19 +175,8 @@ def _load_state(path: str) -> dict | None:
 
 
 def _save_state(path: str, state: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    replace_file(path, json.dumps(state).encode(), mode=0o600)
 
 
 def apply_delta(

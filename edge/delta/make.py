@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 import zstandard
 
 from edge import __version__
+from edge.fsutil import atomic_output
 from edge.squashfs import SquashfsError, SquashfsImage
 from edge.squashfs import format as sqfmt
 from edge.squashfs.compressors import Codec, available_impls
@@ -307,27 +307,16 @@ def make_delta(
         result = MakeResult(out, 0, kind, codec.impl_version if codec else None, ssize, tsize,
                             header.source_sha256, header.target_sha256, unreproducible_blocks=enc.unreproducible)
         sample_frame = zstandard.ZstdCompressor(level=19).compress(sample) if codec is not None and sample else b""
-        directory = os.path.dirname(os.path.abspath(out))
-        fd, tmp = tempfile.mkstemp(prefix=".edge-delta-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(dfmt.encode_preamble(header, sample_frame))
-                for op in ops:
-                    raw = dfmt.encode_op(op)
-                    fh.write(raw)
-                    name = dfmt.OP_NAMES[raw[0]]
-                    result.ops[name] = result.ops.get(name, 0) + 1
-                    result.op_bytes[name] = result.op_bytes.get(name, 0) + len(raw)
-                    result.target_bytes[name] = result.target_bytes.get(name, 0) + op.length
-                fh.write(dfmt.END)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_output(out, prefix=".edge-delta-") as fh:
+            fh.write(dfmt.encode_preamble(header, sample_frame))
+            for op in ops:
+                raw = dfmt.encode_op(op)
+                fh.write(raw)
+                name = dfmt.OP_NAMES[raw[0]]
+                result.ops[name] = result.ops.get(name, 0) + 1
+                result.op_bytes[name] = result.op_bytes.get(name, 0) + len(raw)
+                result.target_bytes[name] = result.target_bytes.get(name, 0) + op.length
+            fh.write(dfmt.END)
         result.size = os.path.getsize(out)
         result.seconds = time.monotonic() - start
         return result

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+from edge.fsutil import atomic_output
 
 from . import format as fmt
 from .compressors import Codec, make_codec
@@ -131,23 +132,8 @@ def write_image(
     """
     options.validate()
     if isinstance(output, (str, os.PathLike)):
-        path = os.fspath(output)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".edge-sqfs-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                result = _Writer(tree, fh, options, progress).run()
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        return result
+        with atomic_output(output, prefix=".edge-sqfs-") as fh:
+            return _Writer(tree, fh, options, progress).run()
     return _Writer(tree, output, options, progress).run()
 
 
