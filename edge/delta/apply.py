@@ -48,7 +48,7 @@ CHECKPOINT_BYTES = 16 << 20
 CHECKPOINT_SECONDS = 2.0
 COPY_CHUNK = 1 << 20
 HEAD_HELD_BACK = 4096
-MAX_PENDING_BYTES = 6 << 20  # plain content waiting to be recompressed
+MAX_PENDING_BYTES = 4 << 20  # plain content waiting to be recompressed
 
 
 @dataclass
