@@ -140,3 +140,54 @@ def test_cli_status_and_exit_codes(tmp_path, artifacts):
     assert r.returncode == 9 and "below this device's floor 2" in r.stderr
     r = subprocess.run([sys.executable, "-m", "edge", "--config", str(tmp_path / "none.yaml"), "status"], capture_output=True, text=True)
     assert r.returncode == 11 and "no device configuration" in r.stderr
+
+
+def test_slot_too_small_is_refused_before_writing(tmp_path, artifacts):
+    """Slot B on a real (loop) block device smaller than the image: refused, nothing written."""
+    from tests.conftest import require_root
+
+    require_root()
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    backing = tmp_path / "small.img"
+    with open(backing, "wb") as fh:
+        fh.truncate(64 * 1024)
+    loop = run("losetup", "--find", "--show", str(backing)).stdout.strip()
+    try:
+        cfg_path = os.path.join(d, "device.yaml")
+        text = open(cfg_path).read().replace("B: slots/B.img", f"B: {loop}")
+        open(cfg_path, "w").write(text)
+        with pytest.raises(DeviceError, match=f"slot B \\({loop}\\) has room for 65536 bytes, the image needs"):
+            installer(d).install(artifacts["bundles"][("x86-64-efi", "v2")])
+        assert open(loop, "rb").read() == bytes(65536)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def test_cycle_on_block_devices(tmp_path, artifacts):
+    """Slots on real block devices (loop devices): the same install, trial, commit and rollback."""
+    from tests.conftest import require_root
+
+    require_root()
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    loops = []
+    try:
+        for slot in ("A", "B"):
+            backing = os.path.join(d, "slots", f"{slot}.img")
+            with open(backing, "r+b") as fh:
+                fh.truncate(8 << 20)
+            loops.append(run("losetup", "--find", "--show", backing).stdout.strip())
+        cfg_path = os.path.join(d, "device.yaml")
+        text = open(cfg_path).read().replace("A: slots/A.img", f"A: {loops[0]}").replace("B: slots/B.img", f"B: {loops[1]}")
+        open(cfg_path, "w").write(text)
+        installer(d).install(artifacts["bundles"][("x86-64-efi", "v1-v2")])
+        assert sim.reboot(d)[-1].check.outcome == "committed"
+        installer(d).install(artifacts["bundles"][("x86-64-efi", "v3")])
+        reports = sim.reboot(d)
+        assert reports[-1].slot == "B" and reports[0].check.outcome == "rolled-back"
+        size = os.path.getsize(artifacts["images"][2])
+        assert sha256(loops[1], size) == sha256(artifacts["images"][2])
+    finally:
+        for loop in loops:
+            subprocess.run(["losetup", "-d", loop], check=False)
