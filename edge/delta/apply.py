@@ -40,7 +40,7 @@ from edge.squashfs.compressors import Codec, available_impls
 from . import format as dfmt
 from .blocks import block_size_of, fd_pread, read_reference, rebuild, rebuild_block
 from .errors import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, TargetMismatchError
-from .format import ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
+from .format import ENC_RAW, ENC_ZSTD_DICT, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
 
 Progress = Callable[[int, int], None]
 DeltaOpener = Callable[[int], BinaryIO]

@@ -34,7 +34,6 @@ from .format import (
     Literal,
     Op,
     Patch,
-    SourceBlock,
     SourceChain,
     Zero,
 )

@@ -9,7 +9,6 @@ it already wrote.
 from __future__ import annotations
 
 import io
-import os
 import time
 import urllib.error
 import urllib.request

@@ -28,7 +28,7 @@ from . import format as fmt
 from .compressors import Codec, make_codec
 from .errors import SquashfsError
 from .metadata import MetadataWriter, pack_table
-from .tree import Entry, Kind, Node, Tree, name_key
+from .tree import Entry, Kind, Node, Tree
 
 Progress = Callable[[int, int], None]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings

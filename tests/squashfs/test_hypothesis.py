@@ -82,7 +82,6 @@ OPTIONS = st.builds(
 def expected(tree: Tree) -> dict[str, tuple]:
     out = {}
     for path, node in tree.walk():
-        e = node.entry
         target = node
         while target.entry.kind is Kind.HARDLINK:
             target = tree.get(target.entry.target)

@@ -9,7 +9,6 @@ import pytest
 
 from edge.squashfs import BytesContent, Entry, Kind, SquashfsImage, Tree, WriterOptions, walk_directory, write_image
 from edge.treediff import snapshot
-from tests.conftest import IS_ROOT
 from tests.squashfs.helpers import CAP_NET_RAW, make_rich_tree
 
 
