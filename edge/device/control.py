@@ -92,9 +92,13 @@ def boot_check(config: DeviceConfig, env: dict[str, str] | None = None) -> BootC
         if backend.primary_slot() == op.slot and backend.slot_state(op.slot) == "trying" and left is not None and left > 0:
             events.append(f"trial of slot {op.slot} ({op.version}) is armed and waits for a reboot")
         else:
-            why = ("its boot attempts were exhausted" if left is not None
-                   else "the trial boot did not reach its health check (this board has no boot counter: a crash, "
-                        "reset or power loss during the trial returns to the committed slot)")
+            if op.step == "verified":
+                why = "the install was interrupted before the trial boot was armed (install again to re-arm it)"
+            elif left is not None:
+                why = "its boot attempts were exhausted"
+            else:
+                why = ("the trial boot did not reach its health check (this board has no boot counter: a crash, "
+                       "reset or power loss during the trial returns to the committed slot)")
             try:
                 if backend.slot_state(op.slot) != "bad":
                     backend.mark_bad(op.slot)

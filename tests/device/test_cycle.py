@@ -103,6 +103,35 @@ def test_same_bundle_twice_re_arms_without_rewriting(tmp_path, artifacts):
     assert again.already_installed
 
 
+class PowerLost(BaseException):
+    pass
+
+
+def test_power_lost_between_verify_and_arming(tmp_path, artifacts, monkeypatch):
+    """The slot is written and verified but the bootloader was never told: the board boots its good slot,
+    boot-check reports why the update did not happen, and installing again arms it without rewriting."""
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+
+    def lose_power(*args, **kwargs):
+        raise PowerLost()
+
+    with monkeypatch.context() as m:
+        m.setattr(Installer, "_arm", lose_power)
+        with pytest.raises(PowerLost):
+            installer(d).install(artifacts["bundles"][("x86-64-efi", "v2")])
+    cfg = load_config(os.path.join(d, "device.yaml"))
+    assert status(cfg)["operation"]["step"] == "verified"
+    reports = sim.reboot(d)
+    assert [r.slot for r in reports] == ["A"] and reports[-1].check.outcome == "rolled-back"
+    info = status(cfg)
+    assert info["operation"] is None and info["committed"] == "A"
+    assert "interrupted before the trial boot was armed" in info["last_error"]["message"]
+    again = installer(d).install(artifacts["bundles"][("x86-64-efi", "v2")])
+    assert again.already_installed
+    assert sim.reboot(d)[-1].check.outcome == "committed" and status(cfg)["committed"] == "B"
+
+
 def test_rollback_to_the_previous_slot(tmp_path, artifacts):
     d = str(tmp_path / "board")
     sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
