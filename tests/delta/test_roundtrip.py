@@ -74,6 +74,76 @@ def test_non_squashfs_files(tmp_path):
     assert result.kind == "generic" and size < 60_000
 
 
+def test_non_squashfs_content_moved_far_at_an_odd_offset(tmp_path):
+    """Blocks moved further than any patch window, to offsets that are not 4 KiB aligned, are
+    still found (anchored fingerprints at every byte offset) and sent as copies."""
+    import random
+
+    rnd = random.Random(7)
+    a = rnd.randbytes(20 << 20)
+    b = rnd.randbytes((1 << 20) + 3) + a[12 << 20 :] + bytes(10_000) + a[: 8 << 20] + b"tail"
+    (tmp_path / "a.bin").write_bytes(a)
+    (tmp_path / "b.bin").write_bytes(b)
+    size, result = roundtrip(str(tmp_path), str(tmp_path / "a.bin"), str(tmp_path / "b.bin"))
+    assert result.kind == "generic" and result.ops.get("copy", 0) >= 2
+    assert size < (1 << 20) + 64_000, "moved content was sent again instead of copied"
+
+
+_BLOCKS = [bytes([i + 1]) * 7 + os.urandom(4089) for i in range(6)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(pieces=st.lists(st.one_of(st.tuples(st.just("src"), st.integers(0, 5), st.integers(0, 4096)),
+                                 st.tuples(st.just("new"), st.binary(min_size=1, max_size=9000)),
+                                 st.tuples(st.just("zero"), st.integers(1, 10_000))), max_size=12))
+def test_generic_plan_tiles_the_target(tmp_path_factory, pieces):
+    """Whatever the target, the plan covers it exactly once, front to back, every copy holds the
+    target's bytes at the source offset it names and every zero fill is zeros."""
+    from edge.delta.generic_plan import DraftPatch, plan
+    from edge.delta.squashfs_plan import DraftCopy, DraftZero
+
+    tmp = tmp_path_factory.mktemp("plan")
+    source = b"".join(_BLOCKS) + b"xyz"
+    target = bytearray()
+    whole: list[int] = []  # target offsets where a whole source block sits
+    for piece in pieces:
+        if piece[0] == "src":
+            start, length = piece[1] * 4096 + piece[2] // 2, piece[2] + 4096
+            first = -(-start // 4096)
+            for k in range(first, 6):
+                if k * 4096 + 4096 <= min(start + length, 6 * 4096):
+                    whole.append(len(target) + k * 4096 - start)
+            target += source[start : start + length]
+        elif piece[0] == "new":
+            target += piece[1]
+        else:
+            target += bytes(piece[1])
+    (tmp / "s").write_bytes(source)
+    (tmp / "t").write_bytes(bytes(target))
+    sfd, tfd = os.open(tmp / "s", os.O_RDONLY), os.open(tmp / "t", os.O_RDONLY)
+    try:
+        drafts = plan(sfd, len(source), tfd, len(target))
+    finally:
+        os.close(sfd)
+        os.close(tfd)
+    pos = 0
+    for d in drafts:
+        assert d.offset == pos and d.length > 0
+        chunk = bytes(target[pos : pos + d.length])
+        if isinstance(d, DraftCopy):
+            assert source[d.src : d.src + d.length] == chunk
+        elif isinstance(d, DraftZero):
+            assert chunk == bytes(d.length)
+        else:
+            assert isinstance(d, DraftPatch) and 0 <= d.src <= d.src + d.src_len <= len(source)
+        pos += d.length
+    assert pos == len(target)
+    # every whole source block that the target holds is copied, wherever it sits
+    copies = [(d.offset, d.offset + d.length) for d in drafts if isinstance(d, DraftCopy)]
+    for at in whole:
+        assert any(lo <= at and at + 4096 <= hi for lo, hi in copies), f"the source block at target offset {at} was not found"
+
+
 def test_squashfs_to_non_squashfs(tmp_path):
     old = write(base_entries(6), str(tmp_path / "old.sqfs"))
     (tmp_path / "new.bin").write_bytes(open(old, "rb").read()[::-1])
