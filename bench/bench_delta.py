@@ -164,10 +164,12 @@ def run_xdelta3(old: Path, new: Path, work: Path) -> Run:
 
 def run_zstd(old: Path, new: Path, work: Path) -> Run:
     patch, out = work / "z.zst", work / "z.out"
-    r = Run("zstd -19 --long=27 --patch-from")
-    r.make_s, r.make_rss_kib, _ = timed(["zstd", "-q", "-f", "-19", "--long=27", f"--patch-from={old}", str(new), "-o", str(patch)])
+    # --patch-from needs a window covering the whole source: 27 (128 MiB) for the images, more for larger files
+    wlog = max(27, (max(old.stat().st_size, new.stat().st_size) - 1).bit_length())
+    r = Run(f"zstd -19 --long={wlog} --patch-from")
+    r.make_s, r.make_rss_kib, _ = timed(["zstd", "-q", "-f", "-19", f"--long={wlog}", f"--patch-from={old}", str(new), "-o", str(patch)])
     r.size = patch.stat().st_size
-    r.apply_s, r.apply_rss_kib, _ = timed_apply(["zstd", "-q", "-f", "-d", "--long=27", f"--patch-from={old}", str(patch), "-o", str(out)], out)
+    r.apply_s, r.apply_rss_kib, _ = timed_apply(["zstd", "-q", "-f", "-d", f"--long={wlog}", f"--patch-from={old}", str(patch), "-o", str(out)], out)
     r.ok = same(out, new)
     out.unlink()
     return r
