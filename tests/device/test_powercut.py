@@ -81,8 +81,8 @@ def run_killed(cmd: list[str], after: float, when=None) -> bool:  # type: ignore
         return True
 
 
-def checkpointed(board: str):  # type: ignore[no-untyped-def]
-    """A predicate: the install in ``board`` has written its first checkpoint."""
+def checkpointed(board: str, at_least: float = 0):  # type: ignore[no-untyped-def]
+    """A predicate: the install in ``board`` is writing and has checkpointed at target offset ``at_least`` or beyond."""
     path = os.path.join(board, "data", "edge", "state.json")
 
     def check() -> bool:
@@ -90,7 +90,8 @@ def checkpointed(board: str):  # type: ignore[no-untyped-def]
             op = json.load(open(path)).get("operation") or {}
         except (OSError, ValueError):
             return False
-        return bool(op.get("step") == "writing" and op.get("checkpoint"))
+        checkpoint = op.get("checkpoint") or {}
+        return bool(op.get("step") == "writing" and checkpoint and checkpoint.get("target_pos", 0) >= at_least)
 
     return check
 
@@ -127,24 +128,23 @@ def test_power_cut_during_install(tmp_path, world, backend, payload):
     bundle = world["bundles"][(backend, payload)]
     board = fresh(world, backend, str(tmp_path / "b"))
     cfg = os.path.join(board, "device.yaml")
-    # how long a whole install takes, and how long it works after its first checkpoint
-    proc = subprocess.Popen(edge_cmd("--config", cfg, "install", bundle), stdout=subprocess.DEVNULL)
+    # how long a whole install takes
     t0 = time.monotonic()
-    check = checkpointed(board)
-    while proc.poll() is None and not check():
-        time.sleep(0.002)
-    t1 = time.monotonic()
-    assert proc.wait() == 0
-    full, work = time.monotonic() - t0, max(time.monotonic() - t1, 0.01)
+    subprocess.run(edge_cmd("--config", cfg, "install", bundle), stdout=subprocess.DEVNULL, check=True)
+    full = time.monotonic() - t0
+    size = os.path.getsize(world["images"][2])
     board = fresh(world, backend, str(tmp_path / "b"))
     cuts = resumes = 0
     target = KILLS["install"] // 3 + 1
     while cuts < target:
-        # a third of the cuts anywhere in the run, the rest after the first checkpoint (where the writing is)
+        # a third of the cuts anywhere in the run; the rest while the slot is being written, a few
+        # milliseconds after the install checkpointed past a random offset (timing-independent: a
+        # loaded machine slows every phase, so a fixed delay would miss the writing phase)
         if cuts % 3 == 0:
             killed = run_killed(edge_cmd("--config", cfg, "install", bundle), rnd.uniform(0.05, full))
         else:
-            killed = run_killed(edge_cmd("--config", cfg, "install", bundle), rnd.uniform(0, work), checkpointed(board))
+            killed = run_killed(edge_cmd("--config", cfg, "install", bundle), rnd.uniform(0, 0.01),
+                                checkpointed(board, rnd.uniform(0, 0.9) * size))
         if not killed:
             board = fresh(world, backend, board)  # it finished before the cut: start over
             continue
@@ -169,7 +169,8 @@ def test_power_cut_during_install(tmp_path, world, backend, payload):
                 resumes += 1
             assert power_on(board, world, cut=False) == "2.0.0", (LAST_BOOT, r.stdout, checkpoint)
             board = fresh(world, backend, board)
-    assert resumes >= target // 3, f"only {resumes} of {cuts} cut installs had a checkpoint to resume from"
+    assert resumes >= target // 2, f"only {resumes} of {cuts} cut installs had a checkpoint to resume from"
+    print(f"{cuts} cuts, {resumes} resumed from their checkpoint")
 
 
 @pytest.mark.parametrize("backend", ["grub", "rpi"])
