@@ -1,6 +1,13 @@
-"""Durable file writes shared by every part of Edge.
+"""File reads and durable writes shared by every part of Edge.
 
-Two patterns, each in one place:
+Each pattern in one place:
+
+- :func:`read_bounded`: a configuration, key or metadata file read whole,
+  at most ``limit`` + 1 bytes whatever its size, so a huge or hostile file never
+  costs more memory than its format allows.
+- :func:`sha256_prefix`: the sha256 of the first ``size`` bytes of a file or
+  block device (optionally with held-back head bytes standing in for its start),
+  read in 1 MiB pieces into one reused buffer.
 
 - :func:`replace_file`: small files (device state, checkpoints, bootloader env
   files) replaced atomically: a temporary file in the same directory, fsync,
@@ -14,10 +21,49 @@ Two patterns, each in one place:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
+
+
+class FileTooLargeError(Exception):
+    """A file holds more bytes than its kind may (see :func:`read_bounded`)."""
+
+
+class ShortFileError(Exception):
+    """A file or device ended before the bytes to be hashed (see :func:`sha256_prefix`)."""
+
+    def __init__(self, pos: int) -> None:
+        super().__init__(f"ends at byte {pos}")
+        self.pos = pos
+
+
+def read_bounded(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The whole of ``path``; FileTooLargeError when it holds more than ``limit`` bytes
+    (only ``limit`` + 1 are ever read); OSError when it cannot be read."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLargeError(f"{os.fspath(path)}: larger than {limit} bytes")
+    return data
+
+
+def sha256_prefix(fd: int, size: int, head: bytes = b"") -> str:
+    """sha256 (hex) of ``head`` followed by bytes ``len(head)``..``size`` of ``fd``;
+    ShortFileError when ``fd`` ends first."""
+    h = hashlib.sha256(head)
+    pos = len(head)
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    while pos < size:
+        n = os.preadv(fd, [view[: min(len(buf), size - pos)]], pos)
+        if n <= 0:
+            raise ShortFileError(pos)
+        h.update(view[:n])
+        pos += n
+    return h.hexdigest()
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from cryptography import x509
 
 from edge.errors import InputFileError
+from edge.fsutil import FileTooLargeError, read_bounded
 
 from .certs import load_certificate, load_certificates
 from .errors import KeyFileError
@@ -31,13 +32,11 @@ def read_small_file(path: PathLike, what: str) -> bytes:
     """The bytes of a key/certificate/keyring/CRL file, refusing absurdly large ones."""
     name = os.fspath(path)
     try:
-        with open(name, "rb") as fh:
-            data = fh.read(MAX_TRUST_FILE_SIZE + 1)
+        return read_bounded(name, MAX_TRUST_FILE_SIZE)
+    except FileTooLargeError:
+        raise KeyFileError(f"{name}: larger than {MAX_TRUST_FILE_SIZE} bytes, not a {what}") from None
     except OSError as exc:
         raise InputFileError(f"{name}: cannot read {what}: {exc.strerror or exc}") from None
-    if len(data) > MAX_TRUST_FILE_SIZE:
-        raise KeyFileError(f"{name}: larger than {MAX_TRUST_FILE_SIZE} bytes, not a {what}")
-    return data
 
 
 def write_file_atomic(path: PathLike, data: bytes, *, mode: int = 0o644, overwrite: bool = False) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from edge.fsutil import replace_file
+from edge.fsutil import FileTooLargeError, read_bounded, replace_file
 
 from .errors import BootControlError
 
@@ -23,13 +23,11 @@ SECTOR = 512
 def read_file(path: Path, what: str, limit: int = 1 << 20) -> bytes:
     """A whole (small) file; BootControlError naming ``what`` when missing or larger than ``limit``."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+        return read_bounded(path, limit)
+    except FileTooLargeError:
+        raise BootControlError(f"{path}: the {what} is larger than {limit} bytes") from None
     except OSError as exc:
         raise BootControlError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise BootControlError(f"{path}: the {what} is larger than {limit} bytes")
-    return data
 
 
 def replace_atomically(path: Path, data: bytes) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from edge.fsutil import FileTooLargeError, read_bounded
+
 MAX_DOCUMENT_BYTES = 1 << 20  # recipes and board files are small; refuse anything huge
 MAX_NODES = 100_000  # bounds alias expansion ("billion laughs")
 
@@ -61,12 +63,11 @@ class Document:
         self._error = error
         self.env = env  # None: no ${VAR} interpolation
         try:
-            with open(path, "rb") as fh:
-                raw = fh.read(MAX_DOCUMENT_BYTES + 1)
+            raw = read_bounded(path, MAX_DOCUMENT_BYTES)
+        except FileTooLargeError:
+            raise error(f"{self.name}: larger than {MAX_DOCUMENT_BYTES} bytes; not a recipe or board file") from None
         except OSError as exc:
             raise error(f"{self.name}: cannot read: {exc.strerror}") from None
-        if len(raw) > MAX_DOCUMENT_BYTES:
-            raise error(f"{self.name}: larger than {MAX_DOCUMENT_BYTES} bytes; not a recipe or board file")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.errors import InputFileError
+from edge.fsutil import FileTooLargeError, read_bounded
 
 MAX_METADATA_SIZE = 1024 * 1024
 
@@ -50,12 +51,11 @@ def find_build_metadata(image_path: str | os.PathLike[str]) -> BuildMetadata | N
 
 def read_build_metadata(path: str) -> BuildMetadata:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_METADATA_SIZE + 1)
+        data = read_bounded(path, MAX_METADATA_SIZE)
+    except FileTooLargeError:
+        raise InputFileError(f"{path}: build metadata larger than {MAX_METADATA_SIZE} bytes") from None
     except OSError as exc:
         raise InputFileError(f"{path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_METADATA_SIZE:
-        raise InputFileError(f"{path}: build metadata larger than {MAX_METADATA_SIZE} bytes")
     try:
         doc = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -34,7 +34,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from edge.fsutil import replace_file
+from edge.fsutil import ShortFileError, replace_file, sha256_prefix
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
@@ -55,6 +55,7 @@ MAX_PENDING_BYTES = 4 << 20  # plain content waiting to be recompressed
 class ApplyResult:
     target: str
     size: int
+    sha256: str  # of the written target, verified against the delta's header
     ops: int
     resumed_at_op: int | None
     source_check_seconds: float
@@ -142,20 +143,6 @@ def _zstd(frame: bytes, limit: int, ref: bytes = b"") -> bytes:
     return out
 
 
-def _hash_prefix(fd: int, size: int) -> str:
-    h = hashlib.sha256()
-    pos = 0
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
-    while pos < size:
-        n = os.preadv(fd, [view[: min(len(buf), size - pos)]], pos)
-        if n <= 0:
-            raise SourceMismatchError(f"source ended at byte {pos}, the delta needs {size}")
-        h.update(view[:n])
-        pos += n
-    return h.hexdigest()
-
-
 def default_state_path(target: str) -> str:
     try:
         if stat.S_ISBLK(os.stat(target).st_mode):
@@ -218,7 +205,10 @@ def apply_delta(
         if ssize < header.source_size:
             raise SourceMismatchError(f"{source} has {ssize} bytes; the delta was made from an image of {header.source_size}")
         t0 = time.monotonic()
-        got = _hash_prefix(sfd, header.source_size)
+        try:
+            got = sha256_prefix(sfd, header.source_size)
+        except ShortFileError as exc:
+            raise SourceMismatchError(f"source ended at byte {exc.pos}, the delta needs {header.source_size}") from None
         source_check = time.monotonic() - t0
         if got != header.source_sha256:
             raise SourceMismatchError(
@@ -341,11 +331,15 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
         if not is_block:
             os.ftruncate(tfd, header.target_size)
         os.fsync(tfd)
-        got = _hash_target(tfd, bytes(head), header.target_size)
-        if got != header.target_sha256:
+        try:
+            got = sha256_prefix(tfd, header.target_size, bytes(head))
+            problem = None if got == header.target_sha256 else (f"hashes to {got[:16]}…, expected "
+                                                                 f"{header.target_sha256[:16]}…")
+        except ShortFileError as exc:
+            problem = f"ends at byte {exc.pos} of {header.target_size}"
+        if problem is not None:
             checkpoint("invalid")
-            raise TargetMismatchError(f"{target}: the written image hashes to {got[:16]}…, expected "
-                                      f"{header.target_sha256[:16]}…; the target has been marked invalid")
+            raise TargetMismatchError(f"{target}: the written image {problem}; the target has been marked invalid")
         _write(tfd, bytes(head), 0)  # only now does the target become a valid image
         os.fsync(tfd)
         try:
@@ -354,20 +348,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
             pass
     finally:
         pool.shutdown(wait=True)
-    return ApplyResult(target, header.target_size, op_index, resumed_at, source_check, time.monotonic() - started)
-
-
-def _hash_target(tfd: int, head: bytes, size: int) -> str:
-    """sha256 of the image: the held-back head, then the rest as written."""
-    h = hashlib.sha256(head)
-    pos = len(head)
-    while pos < size:
-        chunk = os.pread(tfd, min(1 << 20, size - pos), pos)
-        if not chunk:
-            break
-        h.update(chunk)
-        pos += len(chunk)
-    return h.hexdigest()
+    return ApplyResult(target, header.target_size, got, op_index, resumed_at, source_check, time.monotonic() - started)
 
 
 @dataclass

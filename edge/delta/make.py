@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import zstandard
 
 from edge import __version__
-from edge.fsutil import atomic_output
+from edge.fsutil import ShortFileError, atomic_output, sha256_prefix
 from edge.squashfs import SquashfsError, SquashfsImage
 from edge.squashfs import format as sqfmt
 from edge.squashfs.compressors import Codec, available_impls
@@ -65,15 +65,10 @@ class MakeResult:
 
 
 def file_sha256(fd: int, size: int) -> str:
-    h = hashlib.sha256()
-    pos = 0
-    while pos < size:
-        chunk = os.pread(fd, min(1 << 22, size - pos), pos)
-        if not chunk:
-            raise DeltaError(f"file shrank while hashing at byte {pos}")
-        h.update(chunk)
-        pos += len(chunk)
-    return h.hexdigest()
+    try:
+        return sha256_prefix(fd, size)
+    except ShortFileError as exc:
+        raise DeltaError(f"file shrank while hashing at byte {exc.pos}") from None
 
 
 def _open_squashfs(path: str) -> SquashfsImage | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
+
+from edge.fsutil import ShortFileError, sha256_prefix
 
 from .errors import DeviceError
 
@@ -49,21 +50,10 @@ def open_for_writing(path: str, booted_path: str) -> int:
 
 def hash_slot(path: str, size: int, head: bytes | None = None) -> str:
     """sha256 of the first ``size`` bytes of a slot (``head`` stands in for its first bytes when given)."""
-    h = hashlib.sha256()
-    pos = 0
-    if head:
-        h.update(head)
-        pos = len(head)
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
     fd = os.open(path, os.O_RDONLY)
     try:
-        while pos < size:
-            n = os.preadv(fd, [view[: min(len(buf), size - pos)]], pos)
-            if n <= 0:
-                raise DeviceError(f"{path} ends at byte {pos}, the image has {size}")
-            h.update(view[:n])
-            pos += n
+        return sha256_prefix(fd, size, head or b"")
+    except ShortFileError as exc:
+        raise DeviceError(f"{path} ends at byte {exc.pos}, the image has {size}") from None
     finally:
         os.close(fd)
-    return h.hexdigest()
