@@ -274,10 +274,11 @@ class Installer:
                              on_checkpoint=on_checkpoint, checkpoint_bytes=self.config.checkpoint_every)
         if result.size != m.target.size:
             raise DeviceError(f"the delta produced {result.size} bytes, the manifest says {m.target.size}")
-        # apply_delta verified the whole target against the delta's header; check it against the signed manifest too
-        got = hash_slot(target_path, m.target.size)
-        if got != m.target.sha256:
-            raise DeviceError(f"the slot written from the delta hashes to {got[:16]}…, the manifest says {m.target.sha256[:16]}…")
+        # apply_delta hashed the whole written target (and checked it against the delta's header):
+        # that hash must also be the signed manifest's, without reading the slot a second time
+        if result.sha256 != m.target.sha256:
+            raise DeviceError(f"the slot written from the delta hashes to {result.sha256[:16]}…, the manifest says "
+                              f"{m.target.sha256[:16]}…")
         return {"resumed_at_op": result.resumed_at_op, "source_check_seconds": result.source_check_seconds}
 
 
