@@ -67,22 +67,16 @@ def boot_check(config: DeviceConfig, env: dict[str, str] | None = None) -> BootC
             health = _health(config, booted, state, env)
             if health.ok:
                 backend.mark_good(booted)
-                state.committed = booted
-                state.slots[booted].status = "good"
-                state.security_floor = max(state.security_floor, op.security_version)
-                state.operation = None
+                state.commit(booted, op, security_floor=max(state.security_floor, op.security_version))
                 state.last_error = None
-                state.event("committed", slot=booted, version=op.version, security_floor=state.security_floor)
                 save()
                 return BootCheckResult(booted, "committed", f"slot {booted} ({op.version}) passed its health checks "
                                        f"and is committed", health=asdict(health))
             previous = other_slot(booted)
             backend.mark_bad(booted)
             reason = f"health check failed: {health.reason}"
-            state.slots[booted].status = "bad"
-            state.operation = None
             state.error(f"update to {op.version} rolled back: {reason}", HealthCheckFailed.exit_code)
-            state.event("rolled-back", slot=booted, version=op.version, reason=reason, to=previous)
+            state.roll_back(op, reason, to=previous)
             save()
             return BootCheckResult(booted, "rolled-back", f"slot {booted} ({op.version}) failed its trial ({reason}); "
                                    f"marked bad, rebooting into slot {previous}", reboot=backend.reboot_command(),
@@ -104,10 +98,8 @@ def boot_check(config: DeviceConfig, env: dict[str, str] | None = None) -> BootC
                     backend.mark_bad(op.slot)
             except BootControlError:
                 pass  # nothing left to disarm
-            state.slots[op.slot].status = "bad"
-            state.operation = None
             state.error(f"update to {op.version} rolled back: {why}", HealthCheckFailed.exit_code)
-            state.event("rolled-back", slot=op.slot, version=op.version, reason=why, to=booted)
+            state.roll_back(op, why, to=booted)
             save()
             events.append(f"update to {op.version} in slot {op.slot} was rolled back: {why}")
 
@@ -144,10 +136,7 @@ def mark_good(config: DeviceConfig, slot: str | None = None) -> str:
     backend.mark_good(slot)
     op = state.operation
     if op is not None and op.slot == slot and op.step in ("verified", "installed"):
-        state.security_floor = max(state.security_floor, op.security_version)
-        state.committed = slot
-        state.operation = None
-        state.event("committed", slot=slot, version=op.version, by="mark-good")
+        state.commit(slot, op, by="mark-good")
     state.slots[slot].status = "good"
     state.event("marked-good", slot=slot)
     save_state(config.state_file, state)
@@ -163,8 +152,7 @@ def mark_bad(config: DeviceConfig, slot: str | None = None) -> str:
     backend.mark_bad(slot)
     op = state.operation
     if op is not None and op.slot == slot:
-        state.operation = None
-        state.event("rolled-back", slot=slot, version=op.version, reason="marked bad by hand")
+        state.roll_back(op, "marked bad by hand")
     state.slots[slot].status = "bad"
     state.event("marked-bad", slot=slot)
     save_state(config.state_file, state)
@@ -179,9 +167,7 @@ def rollback(config: DeviceConfig, force: bool = False) -> tuple[str, list[str]]
     op = state.operation
     if op is not None and op.step in ("verified", "installed") and op.slot != booted:
         backend.mark_bad(op.slot)
-        state.slots[op.slot].status = "bad"
-        state.operation = None
-        state.event("rolled-back", slot=op.slot, version=op.version, reason="cancelled by 'edge rollback'")
+        state.roll_back(op, "cancelled by 'edge rollback'")
         save_state(config.state_file, state)
         return f"the pending update to {op.version} in slot {op.slot} was cancelled; slot {booted} stays", []
     other = other_slot(booted)

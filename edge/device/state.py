@@ -62,6 +62,21 @@ class DeviceState:
         self.history.append({"time": int(time.time()), "event": event, **detail})
         del self.history[:-HISTORY]
 
+    def commit(self, slot: str, op: Operation, **detail: Any) -> None:
+        """``slot`` passed the trial of ``op`` (or was confirmed by hand): it becomes the committed
+        slot, the security floor rises to its image's, the operation ends."""
+        self.security_floor = max(self.security_floor, op.security_version)
+        self.committed = slot
+        self.slots[slot].status = "good"
+        self.operation = None
+        self.event("committed", slot=slot, version=op.version, **detail)
+
+    def roll_back(self, op: Operation, reason: str, **detail: Any) -> None:
+        """The update ``op`` ends without a commit: its slot is marked bad, the operation ends."""
+        self.slots[op.slot].status = "bad"
+        self.operation = None
+        self.event("rolled-back", slot=op.slot, version=op.version, reason=reason, **detail)
+
     def error(self, message: str, code: int) -> None:
         self.last_error = {"time": int(time.time()), "message": message, "exit_code": code}
 
