@@ -151,39 +151,37 @@ def run_edge(old: Path, new: Path, work: Path) -> Run:
     return r
 
 
-def run_xdelta3(old: Path, new: Path, work: Path) -> Run:
-    patch, out = work / "x.vcdiff", work / "x.out"
-    r = Run("xdelta3 -9")
-    r.make_s, r.make_rss_kib, _ = timed(["xdelta3", "-9", "-e", "-f", "-s", str(old), str(new), str(patch)])
+def run_peer(label: str, make_cmd: list[str], apply_cmd: list[str], patch: Path, out: Path, new: Path) -> Run:
+    """A generic delta tool: make ``patch`` with ``make_cmd``, apply it to ``out`` with ``apply_cmd``."""
+    r = Run(label)
+    r.make_s, r.make_rss_kib, _ = timed(make_cmd)
     r.size = patch.stat().st_size
-    r.apply_s, r.apply_rss_kib, _ = timed_apply(["xdelta3", "-d", "-f", "-s", str(old), str(patch), str(out)], out)
+    r.apply_s, r.apply_rss_kib, _ = timed_apply(apply_cmd, out)
     r.ok = same(out, new)
     out.unlink()
     return r
+
+
+def run_xdelta3(old: Path, new: Path, work: Path) -> Run:
+    patch, out = work / "x.vcdiff", work / "x.out"
+    return run_peer("xdelta3 -9", ["xdelta3", "-9", "-e", "-f", "-s", str(old), str(new), str(patch)],
+                    ["xdelta3", "-d", "-f", "-s", str(old), str(patch), str(out)], patch, out, new)
 
 
 def run_zstd(old: Path, new: Path, work: Path) -> Run:
     patch, out = work / "z.zst", work / "z.out"
     # --patch-from needs a window covering the whole source: 27 (128 MiB) for the images, more for larger files
     wlog = max(27, (max(old.stat().st_size, new.stat().st_size) - 1).bit_length())
-    r = Run(f"zstd -19 --long={wlog} --patch-from")
-    r.make_s, r.make_rss_kib, _ = timed(["zstd", "-q", "-f", "-19", f"--long={wlog}", f"--patch-from={old}", str(new), "-o", str(patch)])
-    r.size = patch.stat().st_size
-    r.apply_s, r.apply_rss_kib, _ = timed_apply(["zstd", "-q", "-f", "-d", f"--long={wlog}", f"--patch-from={old}", str(patch), "-o", str(out)], out)
-    r.ok = same(out, new)
-    out.unlink()
-    return r
+    return run_peer(f"zstd -19 --long={wlog} --patch-from",
+                    ["zstd", "-q", "-f", "-19", f"--long={wlog}", f"--patch-from={old}", str(new), "-o", str(patch)],
+                    ["zstd", "-q", "-f", "-d", f"--long={wlog}", f"--patch-from={old}", str(patch), "-o", str(out)],
+                    patch, out, new)
 
 
 def run_bsdiff(old: Path, new: Path, work: Path) -> Run:
     patch, out = work / "b.bsdiff", work / "b.out"
-    r = Run("bsdiff")
-    r.make_s, r.make_rss_kib, _ = timed(["bsdiff", str(old), str(new), str(patch)])
-    r.size = patch.stat().st_size
-    r.apply_s, r.apply_rss_kib, _ = timed_apply(["bspatch", str(old), str(out), str(patch)], out)
-    r.ok = same(out, new)
-    out.unlink()
-    return r
+    return run_peer("bsdiff", ["bsdiff", str(old), str(new), str(patch)], ["bspatch", str(old), str(out), str(patch)],
+                    patch, out, new)
 
 
 def run_casync(old: Path, new: Path, work: Path) -> Run:
