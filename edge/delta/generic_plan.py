@@ -72,8 +72,7 @@ def choose_anchor(fd: int, size: int) -> bytes:
     if total == 0:
         return b"\x01"
     goal = total / 256
-    ranked = sorted(range(1, 256), key=lambda v: (counts[v] < goal, abs(counts[v] - goal), v))
-    return bytes([ranked[0]])
+    return bytes([min(range(1, 256), key=lambda v: (counts[v] < goal, abs(counts[v] - goal), v))])
 
 
 def index_source(fd: int, size: int) -> SourceIndex:
