@@ -173,6 +173,22 @@ def test_power_cut_during_install(tmp_path, world, backend, payload):
     print(f"{cuts} cuts, {resumes} resumed from their checkpoint")
 
 
+def cut_reboots(tmp_path, world, backend: str, board: str, cuts: int, rnd: random.Random):
+    """Snapshot ``board`` with its trial armed; then, ``cuts`` times, restore the snapshot, cut the power
+    at a random point of the reboot (trial boot + boot-check) and power on again. Yields the version
+    each power-on came up with."""
+    armed = str(tmp_path / "armed")
+    shutil.copytree(board, armed, symlinks=True)
+    full = timing(edge_cmd("sim", "reboot", board))
+    done = 0
+    while done < cuts:
+        board = fresh({"boards": {backend: armed}}, backend, board)
+        if not run_killed(edge_cmd("sim", "reboot", board), rnd.uniform(0.02, full)):
+            continue
+        done += 1
+        yield power_on(board, world)
+
+
 @pytest.mark.parametrize("backend", ["grub", "rpi"])
 def test_power_cut_during_commit(tmp_path, world, backend):
     rnd = random.Random(f"commit-{backend}")
@@ -180,16 +196,7 @@ def test_power_cut_during_commit(tmp_path, world, backend):
     board = fresh(world, backend, str(tmp_path / "b"))
     cfg = os.path.join(board, "device.yaml")
     subprocess.run(edge_cmd("--config", cfg, "install", bundle), check=True, capture_output=True)
-    armed = str(tmp_path / "armed")
-    shutil.copytree(board, armed, symlinks=True)
-    full = timing(edge_cmd("sim", "reboot", board))
-    cuts = 0
-    while cuts < KILLS["commit"] // 2:
-        board = fresh({"boards": {backend: armed}}, backend, board)
-        if not run_killed(edge_cmd("sim", "reboot", board), rnd.uniform(0.02, full)):
-            continue
-        cuts += 1
-        version = power_on(board, world)
+    for version in cut_reboots(tmp_path, world, backend, board, KILLS["commit"] // 2, rnd):
         info = status(load_config(cfg))
         # either the trial was committed, or (RPi: the one-shot trial was lost with the power) v1 runs
         # and the update is recorded as rolled back; never a board without a good slot
@@ -207,16 +214,7 @@ def test_power_cut_during_rollback(tmp_path, world, backend):
     subprocess.run(edge_cmd("--config", cfg, "install", world["bundles"][(backend, "full2")]), check=True, capture_output=True)
     sim.reboot(board)  # v2 committed in B
     subprocess.run(edge_cmd("--config", cfg, "install", world["bundles"][(backend, "full3")]), check=True, capture_output=True)
-    armed = str(tmp_path / "armed")
-    shutil.copytree(board, armed, symlinks=True)
-    full = timing(edge_cmd("sim", "reboot", board))
-    cuts = 0
-    while cuts < KILLS["rollback"] // 2:
-        board = fresh({"boards": {backend: armed}}, backend, board)
-        if not run_killed(edge_cmd("sim", "reboot", board), rnd.uniform(0.02, full)):
-            continue
-        cuts += 1
-        version = power_on(board, world)
+    for version in cut_reboots(tmp_path, world, backend, board, KILLS["rollback"] // 2, rnd):
         assert version == "2.0.0", "the broken v3 must never end up committed"
         info = status(load_config(cfg))
         assert info["committed"] == "B" and info["slots"]["A"]["status"] == "bad"
