@@ -8,8 +8,11 @@ Device nodes, owners and the capability xattr need root; without it they are lef
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
+
+from edge.build.sample import write_file
 
 
 def main() -> None:
@@ -22,13 +25,7 @@ def main() -> None:
     is_root = os.geteuid() == 0
     rnd = random.Random(42)
 
-    def write(path: str, data: bytes, mode: int = 0o644) -> str:
-        full = os.path.join(root, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as fh:
-            fh.write(data)
-        os.chmod(full, mode)
-        return full
+    write = functools.partial(write_file, root)
 
     for d in ("dev", "proc", "sys", "run", "tmp", "var/lib", "data", "home/user"):
         os.makedirs(os.path.join(root, d), exist_ok=True)

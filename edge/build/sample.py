@@ -17,6 +17,7 @@ Everything is deterministic: the same arguments give the same bytes.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import hashlib
 import io
@@ -57,17 +58,21 @@ def minimal_elf(arch: str) -> bytes:
     return header + phdr + code
 
 
+def write_file(root: str, rel: str, data: bytes, mode: int = 0o644) -> str:
+    """Write ``data`` to ``root/rel`` (parent directories created) with ``mode``; returns the path."""
+    full = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "wb") as fh:
+        fh.write(data)
+    os.chmod(full, mode)
+    return full
+
+
 def write_rootfs(dest: str, arch: str, version: str = "1.0.0") -> None:
     """A tiny root filesystem for ``arch`` at ``dest`` (which must not exist)."""
     os.makedirs(dest)
 
-    def write(rel: str, data: bytes, mode: int = 0o644) -> str:
-        full = os.path.join(dest, rel)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as fh:
-            fh.write(data)
-        os.chmod(full, mode)
-        return full
+    write = functools.partial(write_file, dest)
 
     for d in ("dev", "proc", "sys", "run", "tmp", "var/lib", "root"):
         os.makedirs(os.path.join(dest, d), exist_ok=True)

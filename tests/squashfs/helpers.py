@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 
+from edge.build.sample import write_file
 from tests.conftest import IS_ROOT
 
 CAP_NET_RAW = bytes.fromhex("0100000200200000000000000000000000000000")
@@ -15,13 +17,7 @@ def make_rich_tree(root: str, *, seed: int = 1, big: bool = False) -> None:
     rnd = random.Random(seed)
     os.makedirs(root)
 
-    def write(rel: str, data: bytes, mode: int = 0o644) -> str:
-        full = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as fh:
-            fh.write(data)
-        os.chmod(full, mode)
-        return full
+    write = functools.partial(write_file, root)
 
     write("empty", b"")
     write("small.txt", b"hello squashfs\n")
