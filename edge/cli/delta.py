@@ -8,7 +8,6 @@ import os
 
 from edge.delta import apply_delta, make_delta, read_header
 from edge.delta import format as dfmt
-from edge.delta.apply import default_state_path
 from edge.progress import Progress, human_bytes
 from edge.squashfs import parse_block_size
 
@@ -76,9 +75,8 @@ def cmd_make(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    state = args.state or default_state_path(args.output)
     with Progress(f"applying {os.path.basename(args.patch)}") as bar:
-        result = apply_delta(args.old, args.patch, args.output, state_path=state, progress=bar.update,
+        result = apply_delta(args.old, args.patch, args.output, state_path=args.state, progress=bar.update,
                              workers=args.processors, checkpoint_bytes=parse_block_size(args.checkpoint_every))
     if args.json:
         print_json(dataclasses.asdict(result))
@@ -100,8 +98,7 @@ def delta_info(path: str) -> dict:
             op = reader.op()
             if op is None:
                 break
-            name = dfmt.OP_NAMES[{dfmt.Copy: 1, dfmt.Zero: 2, dfmt.Literal: 3, dfmt.Blocks: 4, dfmt.Patch: 5}[type(op)]]
-            c = counts.setdefault(name, {"ops": 0, "delta_bytes": 0, "target_bytes": 0})
+            c = counts.setdefault(dfmt.op_name(op), {"ops": 0, "delta_bytes": 0, "target_bytes": 0})
             c["ops"] += 1
             c["delta_bytes"] += reader.pos - before
             c["target_bytes"] += op.length

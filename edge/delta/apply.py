@@ -38,7 +38,7 @@ from edge.fsutil import ShortFileError, replace_file, sha256_prefix
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
-from .blocks import block_size_of, fd_pread, read_reference, rebuild, rebuild_block
+from .blocks import block_size_of, fd_pread, read_reference, rebuild_block
 from .errors import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, TargetMismatchError
 from .format import ENC_RAW, ENC_ZSTD_DICT, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
 
@@ -313,7 +313,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
                     while pending and (pending_bytes > MAX_PENDING_BYTES or pending[0].done()):
                         finish_one()
                 else:
-                    _apply_op(op, op_index, src, out, tpos, codec, source_codec, pool, name)
+                    _apply_op(op, op_index, src, out, tpos, name)
                 tpos += op.length
                 op_index += 1
                 dpos = reader.pos
@@ -402,8 +402,8 @@ def _write(tfd: int, data: bytes | memoryview, pos: int) -> None:
         pos += n
 
 
-def _apply_op(op: dfmt.Op, index: int, src: Callable[[int, int], bytes], out: _Target, tpos: int, codec: Codec | None,
-              source_codec: Codec | None, pool: ThreadPoolExecutor, name: str) -> None:
+def _apply_op(op: dfmt.Op, index: int, src: Callable[[int, int], bytes], out: _Target, tpos: int, name: str) -> None:
+    """A COPY, ZERO, LITERAL or PATCH op (BLOCKS ops are rebuilt on the pool by ``_run``)."""
     if isinstance(op, Copy):
         done = 0
         while done < op.length:
@@ -428,14 +428,5 @@ def _apply_op(op: dfmt.Op, index: int, src: Callable[[int, int], bytes], out: _T
         if len(data) != op.length or hashlib.sha256(data).digest() != op.sha256:
             raise CorruptDeltaError(f"{name}: patch op {index} does not produce the expected bytes (corrupt delta)")
         out.write(data, tpos)
-    elif isinstance(op, Blocks):
-        content = _blocks_content(op, index, src, codec, source_codec, name)
-        assert codec is not None
-        rebuilt = rebuild(op.mode, content, op.flags, codec, pool)
-        if len(rebuilt) != op.length or hashlib.sha256(rebuilt).digest() != op.sha256:
-            raise CannotReproduceError(
-                f"{name}: blocks op {index} rebuilt {len(rebuilt)} bytes that do not match the target; this device does not "
-                f"reproduce {codec.name} level {codec.level} blocks exactly ({codec.impl_version}); send a full bundle")
-        out.write(rebuilt, tpos)
     else:  # pragma: no cover - DeltaReader only returns the types above
         raise CorruptDeltaError(f"{name}: unknown op {op!r}")

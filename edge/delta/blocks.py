@@ -1,9 +1,9 @@
 """Squashfs block work shared by the delta generator and the device-side applier.
 
 The generator checks its output by running exactly the code the device will
-run: ``rebuild`` turns plain content back into the target's stored blocks, and
-``read_reference`` decompresses source extents into the dictionary a patch was
-made against.  If ``rebuild`` reproduces the target bytes on the build host,
+run: ``rebuild_block`` turns plain content back into the target's stored blocks,
+and ``read_reference`` decompresses source extents into the dictionary a patch
+was made against.  If ``rebuild_block`` reproduces the target bytes on the build host,
 the device runs the same function with the same compressor.
 """
 
@@ -48,10 +48,6 @@ def block_size_of(mode: int, codec: Codec) -> int:
     return codec.block_size if mode == MODE_DATA else sqfmt.METADATA_SIZE
 
 
-def split(content: bytes, size: int) -> list[bytes]:
-    return [content[i : i + size] for i in range(0, len(content), size)] or []
-
-
 def rebuild_block(mode: int, plain: bytes, flag: int, codec: Codec) -> bytes:
     """The stored form of one block: compressed, stored raw, or nothing (a data-block hole)."""
     if flag == BLOCK_SPARSE:
@@ -69,16 +65,6 @@ def rebuild_block(mode: int, plain: bytes, flag: int, codec: Codec) -> bytes:
     if mode == MODE_METADATA:
         return sqfmt.U16.pack(header) + body
     return body
-
-
-def rebuild(mode: int, content: bytes, flags: tuple[int, ...], codec: Codec, pool=None) -> bytes:  # type: ignore[no-untyped-def]
-    """Every block of ``content`` in its stored form, concatenated."""
-    pieces = split(content, block_size_of(mode, codec))
-    if len(pieces) != len(flags):
-        raise CorruptDeltaError(f"blocks op has {len(flags)} block flags for {len(pieces)} blocks of content")
-    if pool is not None and len(pieces) > 1:
-        return b"".join(pool.map(lambda pf: rebuild_block(mode, pf[0], pf[1], codec), zip(pieces, flags)))
-    return b"".join(rebuild_block(mode, p, f, codec) for p, f in zip(pieces, flags))
 
 
 def read_reference(sources: tuple[SourceBlock | SourceChain, ...], pread: Pread, codec: Codec,

@@ -116,6 +116,12 @@ class Patch:
 
 
 Op = Copy | Zero | Literal | Blocks | Patch
+_OP_CODES = {Copy: OP_COPY, Zero: OP_ZERO, Literal: OP_LITERAL, Blocks: OP_BLOCKS, Patch: OP_PATCH}
+
+
+def op_name(op: Op) -> str:
+    """"copy", "zero", "literal", "blocks" or "patch"."""
+    return OP_NAMES[_OP_CODES[type(op)]]
 
 
 @dataclass
