@@ -34,7 +34,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "boot-check": ("device", "after boot: run health checks, commit or roll back a trial"),
     "sim": ("sim", "a virtual board: create it, reboot it, cut its power"),
 }
-COMMAND_MODULES = list(dict.fromkeys(module for module, _ in COMMANDS.values()))
 GLOBAL_OPTIONS_WITH_VALUE: set[str] = {"--config"}
 
 EXIT_INTERNAL = 70

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bsp.bootctl.sim import prepare_board, simulate_boot, simulate_power_loss, simulate_reboot_command
+from edge.fsutil import replace_file
 
 from .config import load_config
 from .control import BootCheckResult, boot_check
@@ -65,15 +66,9 @@ class Sim:
     boots: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def settings(self) -> dict[str, Any]:
-        return load_config(str(self.directory / "device.yaml")).backend_settings
-
     def save(self) -> None:
         data = {"board": self.board, "backend": self.backend, "power": self.power, "boots": self.boots}
-        tmp = self.directory / "sim.json.tmp"
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, self.directory / "sim.json")
+        replace_file(self.directory / "sim.json", (json.dumps(data, indent=1) + "\n").encode())
 
     @classmethod
     def load(cls, directory: str | Path) -> "Sim":
@@ -172,8 +167,6 @@ def _relative(settings: dict[str, Any], base: Path) -> dict[str, Any]:
             out[key] = os.path.relpath(value, base)
         elif isinstance(value, dict):
             out[key] = _relative(value, base)
-        elif key == "nvbootctrl" and isinstance(value, list):
-            out[key] = value
         else:
             out[key] = value
     return out
