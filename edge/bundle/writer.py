@@ -93,8 +93,8 @@ def create_bundle(
     if payload_type == "full":
         if source_ref is not None or delta is not None:
             raise BundleCreateError("a full bundle takes no source image and no delta parameters")
-        with open(payload, "rb") as fh:  # owned here: SquashfsImage(path) leaks its file if the image is refused
-            image_compressor = SquashfsImage(fh, name=payload).superblock.compressor_name
+        with SquashfsImage(payload) as img:
+            image_compressor = img.superblock.compressor_name
         if compressor is not None and compressor != image_compressor:
             raise BundleCreateError(f"{payload}: the image is compressed with {image_compressor}, not {compressor}")
         compressor = image_compressor

@@ -189,8 +189,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     start = time.monotonic()
     payload, payload_type, source, delta, compressor = args.image, "full", None, None, None
     if args.delta_from:
-        with open(args.image, "rb") as fh:
-            compressor = SquashfsImage(fh, name=args.image).superblock.compressor_name
+        with SquashfsImage(args.image) as img:
+            compressor = img.superblock.compressor_name
         payload, source, target, delta = make_delta_payload(args.delta_from, args.image,
                                                             os.path.dirname(os.path.abspath(args.output)))
         payload_type = "delta"

@@ -154,24 +154,28 @@ class SquashfsImage:
             self.name = name or getattr(source, "name", "image")
             self._fh = source
             self._owns = False
-        self._fh.seek(0, os.SEEK_END)
-        self.file_size = self._fh.tell()
-        self.superblock = fmt.Superblock.unpack(self._pread(0, fmt.SUPERBLOCK_SIZE, "superblock", short_ok=True), self.name)
-        self._check_superblock()
-        self._cache: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
-        self.compressor_options: bytes | None = None
-        if self.superblock.flags & fmt.FLAG_COMPRESSOR_OPTIONS:
-            (word,) = fmt.U16.unpack(self._pread(fmt.SUPERBLOCK_SIZE, 2, "compressor options"))
-            size = word & ~fmt.METADATA_UNCOMPRESSED
-            if not word & fmt.METADATA_UNCOMPRESSED or not 0 < size <= 64:
-                raise self._err(f"compressor options at offset {fmt.SUPERBLOCK_SIZE} have a bad header {word:#06x}")
-            self.compressor_options = self._pread(fmt.SUPERBLOCK_SIZE + 2, size, "compressor options")
-        self.codec: Codec = codec_for_image(
-            self.superblock.compression, self.superblock.block_size, self.compressor_options, self.name
-        )
-        self._ids: list[int] | None = None
-        self._frag_cache: tuple[int, bytes] | None = None
-        self._table_bounds()
+        try:
+            self._fh.seek(0, os.SEEK_END)
+            self.file_size = self._fh.tell()
+            self.superblock = fmt.Superblock.unpack(self._pread(0, fmt.SUPERBLOCK_SIZE, "superblock", short_ok=True), self.name)
+            self._check_superblock()
+            self._cache: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
+            self.compressor_options: bytes | None = None
+            if self.superblock.flags & fmt.FLAG_COMPRESSOR_OPTIONS:
+                (word,) = fmt.U16.unpack(self._pread(fmt.SUPERBLOCK_SIZE, 2, "compressor options"))
+                size = word & ~fmt.METADATA_UNCOMPRESSED
+                if not word & fmt.METADATA_UNCOMPRESSED or not 0 < size <= 64:
+                    raise self._err(f"compressor options at offset {fmt.SUPERBLOCK_SIZE} have a bad header {word:#06x}")
+                self.compressor_options = self._pread(fmt.SUPERBLOCK_SIZE + 2, size, "compressor options")
+            self.codec: Codec = codec_for_image(
+                self.superblock.compression, self.superblock.block_size, self.compressor_options, self.name
+            )
+            self._ids: list[int] | None = None
+            self._frag_cache: tuple[int, bytes] | None = None
+            self._table_bounds()
+        except BaseException:
+            self.close()  # a refused image does not leak the file this object opened
+            raise
 
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:

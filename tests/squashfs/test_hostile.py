@@ -116,3 +116,21 @@ def test_exercise_helper_really_reads_content():
     for data in SAMPLES.values():
         read_all(data)
         exercise(data)
+
+
+
+def test_a_refused_image_path_leaves_no_open_file(tmp_path):
+    """SquashfsImage(path) closes the file it opened when it refuses the image (no ResourceWarning
+    for an unclosed file when the half-built object is collected)."""
+    import gc
+    import warnings
+
+    bad = tmp_path / "bad.sqfs"
+    bad.write_bytes(b"not a squashfs image" * 10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(5):
+            with pytest.raises(SquashfsError):
+                SquashfsImage(str(bad))
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
