@@ -98,9 +98,11 @@ def replace_file(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], mode: int = 0o644, prefix: str = ".edge-",
-                  sync: bool = True) -> Iterator[BinaryIO]:
+                  sync: bool = True, exclusive: bool = False) -> Iterator[BinaryIO]:
     """A file object whose content becomes ``path`` when the block ends without an exception
-    (fsynced first unless ``sync`` is false)."""
+    (fsynced first unless ``sync`` is false). The temporary file is mode 0600 until then.
+    ``exclusive``: never replace an existing ``path`` (FileExistsError, also when another
+    process created it meanwhile)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
@@ -111,7 +113,11 @@ def atomic_output(path: str | os.PathLike[str], mode: int = 0o644, prefix: str =
             if sync:
                 os.fsync(fh.fileno())
             os.fchmod(fh.fileno(), mode)
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)  # atomic, and fails if the file exists
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -9,13 +9,12 @@ ever overwritten.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 
 from cryptography import x509
 
 from edge.errors import InputFileError
-from edge.fsutil import FileTooLargeError, read_bounded
+from edge.fsutil import FileTooLargeError, atomic_output, read_bounded
 
 from .certs import load_certificate, load_certificates
 from .errors import KeyFileError
@@ -42,30 +41,13 @@ def read_small_file(path: PathLike, what: str) -> bytes:
 def write_file_atomic(path: PathLike, data: bytes, *, mode: int = 0o644, overwrite: bool = False) -> None:
     """Write ``data`` to ``path`` atomically with ``mode``; refuse to replace an existing file unless ``overwrite``."""
     name = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(name))
     if not overwrite and os.path.lexists(name):
         raise KeyFileError(f"{name}: already exists; refusing to overwrite it")
-    fd, tmp = tempfile.mkstemp(prefix=".edge-", dir=directory)  # mkstemp creates the file 0600
     try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
+        with atomic_output(name, mode=mode, exclusive=not overwrite) as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, name)
-        else:
-            try:
-                os.link(tmp, name)  # atomic, and fails if someone created the file meanwhile
-            except FileExistsError:
-                raise KeyFileError(f"{name}: already exists; refusing to overwrite it") from None
-            os.unlink(tmp)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    except FileExistsError:  # someone created it meanwhile
+        raise KeyFileError(f"{name}: already exists; refusing to overwrite it") from None
 
 
 def write_private_key(path: PathLike, key: PrivateKey) -> None:
