@@ -29,7 +29,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import KeyFileError
-from .keys import PrivateKey, PublicKey, describe_key
+from .keys import PrivateKey, PublicKey, _first_line, describe_key
 
 ROOT_CA_DAYS = 20 * 365
 
@@ -224,6 +224,3 @@ def key_identifier(cert: x509.Certificate) -> bytes:
         return bytes(x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

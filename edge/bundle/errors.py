@@ -87,6 +87,10 @@ class BundleCreateError(BundleFormatError):
     """A bundle cannot be created from these inputs (payload changed while reading, inconsistent arguments)."""
 
 
+class ImageMismatchError(BundleCreateError):
+    """The image to bundle is not the one the caller described (sha256 or size)."""
+
+
 # ------------------------------------------------------------------ trust (7)
 class BundleTrustError(BundleError, trust.TrustError):
     """The bundle's signature or certificate chain is not acceptable."""

@@ -25,6 +25,11 @@ from .format import FORMAT_VERSION, MAX_PAYLOAD_SIZE
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 MIN_CHUNK_SIZE = 4096
 MAX_CHUNK_SIZE = 16 * 1024 * 1024
+
+
+def is_valid_chunk_size(size: int) -> bool:
+    """A power of two from MIN_CHUNK_SIZE to MAX_CHUNK_SIZE."""
+    return MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE and not size & (size - 1)
 PAYLOAD_TYPES = ("full", "delta")
 MAX_SECURITY_VERSION = 0xFFFFFFFF
 MAX_CREATED = 253402300799  # 9999-12-31T23:59:59Z

@@ -97,6 +97,7 @@ class Bundle:
             self.header = Header.unpack(head, name)
             h = self.header
             self.manifest_bytes = self._read_exact(h.manifest_length, "manifest", h.manifest_offset)
+            self._manifest_digest = payload_tag(self.manifest_bytes)  # its sha256, as the payload tag names it
             sig = self._read_exact(h.signature_length, "signature block", h.signature_offset)
             self.signature_block = SignatureBlock.unpack(sig, name, h.signature_offset)
             self.payload_tag = self._read_exact(PAYLOAD_TAG_SIZE, "payload tag", h.tag_offset)
@@ -125,7 +126,7 @@ class Bundle:
 
     @property
     def manifest_sha256(self) -> str:
-        return hashlib.sha256(self.manifest_bytes).hexdigest()
+        return self._manifest_digest.hex()
 
     @property
     def verification(self) -> Verification | None:
@@ -226,7 +227,7 @@ class Bundle:
             raise BundleHeaderError(
                 f"{self.name}: header says the payload is {h.payload_length} bytes, the signed manifest says {manifest.payload_size}"
             )
-        if self.payload_tag != payload_tag(self.manifest_bytes):
+        if self.payload_tag != self._manifest_digest:
             raise PayloadMismatchError(
                 f"{self.name}: the payload at offset {h.payload_offset} belongs to another bundle "
                 f"(its tag names manifest {self.payload_tag.hex()[:16]}..., this manifest is {self.manifest_sha256[:16]}...)"

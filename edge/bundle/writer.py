@@ -29,9 +29,9 @@ from signing.errors import TrustError
 from signing.keys import verify_message
 from signing.signer import Signer
 
-from .errors import BundleCreateError, ManifestError
+from .errors import BundleCreateError, ImageMismatchError, ManifestError
 from .format import FORMAT_VERSION, Header, SignatureBlock, payload_tag, signed_message
-from .manifest import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ImageRef, Manifest
+from .manifest import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ImageRef, Manifest, is_valid_chunk_size
 
 ProgressCallback = Callable[[int, int], None]
 ImageSpec = ImageRef | tuple[str, int]
@@ -86,7 +86,7 @@ def create_bundle(
         raise BundleCreateError(f"{payload}: the payload is empty")
     if os.path.exists(out) and os.path.samefile(out, payload):
         raise BundleCreateError(f"{out}: the output would overwrite the payload")
-    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
+    if not is_valid_chunk_size(chunk_size):
         raise BundleCreateError(f"chunk size {chunk_size} must be a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}")
     target_ref = _image_ref(target, "target")
     source_ref = _image_ref(source, "source")
@@ -110,7 +110,7 @@ def create_bundle(
     if payload_type == "full":
         actual = ImageRef(whole, payload_size)
         if target_ref is not None and target_ref != actual:
-            raise BundleCreateError(f"{payload}: expected sha256 {target_ref.sha256} ({target_ref.size} bytes), "
+            raise ImageMismatchError(f"{payload}: expected sha256 {target_ref.sha256} ({target_ref.size} bytes), "
                                     f"the image has sha256 {actual.sha256} ({actual.size} bytes)")
         target_ref = actual
     assert target_ref is not None
@@ -147,9 +147,10 @@ def create_bundle(
         fh.write(header.pack())
         fh.write(manifest_bytes)
         fh.write(block)
-        fh.write(payload_tag(manifest_bytes))
+        tag = payload_tag(manifest_bytes)
+        fh.write(tag)
         _copy_payload(payload, fh, manifest, None if progress is None else lambda done: progress(payload_size + done, total_work))
-    return CreatedBundle(out, manifest, hashlib.sha256(manifest_bytes).hexdigest(), header.total_size)
+    return CreatedBundle(out, manifest, tag.hex(), header.total_size)
 
 
 def _image_ref(spec: ImageSpec | None, what: str) -> ImageRef | None:

@@ -14,8 +14,8 @@ from cryptography import x509
 from edge import __version__
 from edge.bundle import Bundle, CreatedBundle, ImageRef, create_bundle, open_bundle
 from edge.bundle.buildinfo import BuildMetadata, find_build_metadata, metadata_candidates
-from edge.bundle.errors import BundleCreateError, ManifestError
-from edge.bundle.manifest import parse_semver
+from edge.bundle.errors import BundleCreateError, ImageMismatchError, ManifestError
+from edge.bundle.manifest import is_valid_chunk_size, parse_semver
 from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
 from edge.squashfs import SquashfsError, SquashfsImage, parse_block_size
@@ -139,8 +139,8 @@ def _create_checked(metadata: BuildMetadata | None, payload: str, *args: Any, **
     """create_bundle, with a stale-metadata hint when the image does not match its build metadata."""
     try:
         return create_bundle(payload, *args, **kwargs)
-    except BundleCreateError as exc:
-        if metadata is not None and kwargs.get("payload_type") == "full" and "expected sha256" in exc.message:
+    except ImageMismatchError as exc:
+        if metadata is not None and kwargs.get("payload_type") == "full":
             raise BundleCreateError(f"{exc.message}: {metadata.path} does not describe this image (stale build metadata?)") from None
         raise
 
@@ -152,7 +152,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         chunk_size = parse_block_size(args.chunk_size)
     except SquashfsError:
         raise UsageError(f"--chunk-size {args.chunk_size!r} is not a size (e.g. 64K, 1M)") from None
-    if chunk_size & (chunk_size - 1) or not 4096 <= chunk_size <= 16 * 1024 * 1024:
+    if not is_valid_chunk_size(chunk_size):
         raise UsageError(f"--chunk-size {args.chunk_size} must be a power of two from 4K to 16M")
 
     metadata = find_build_metadata(args.image)
