@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives import serialization
 
@@ -151,6 +151,61 @@ def create_bundle(
         fh.write(tag)
         _copy_payload(payload, fh, manifest, None if progress is None else lambda done: progress(payload_size + done, total_work))
     return CreatedBundle(out, manifest, tag.hex(), header.total_size)
+
+
+def _image_ref(spec: ImageSpec | None, what: str) -> ImageRef | None:
+    if spec is None or isinstance(spec, ImageRef):
+        return spec
+    try:
+        sha, size = spec
+    except (TypeError, ValueError):
+        raise ManifestError(f"{what} must be (sha256_hex, size)") from None
+    return ImageRef(str(sha), size)
+
+
+def _payload_chunks(fh: BinaryIO, path: str, size: int, chunk_size: int, when: str) -> Iterator[memoryview]:
+    """Exactly ``size`` bytes of ``fh`` in ``chunk_size`` pieces, read into one reused buffer (each view is
+    valid until the next is yielded); BundleCreateError when the file is shorter or longer than ``size``."""
+    buf = bytearray(chunk_size)
+    done = 0
+    while done < size:
+        want = min(chunk_size, size - done)
+        view = memoryview(buf)[:want]
+        got = 0
+        while got < want:
+            n = fh.readinto(view[got:])
+            if not n:
+                raise BundleCreateError(f"{path}: the payload shrank {when} ({done + got} of {size} bytes)")
+            got += n
+        yield view
+        done += want
+    if fh.read(1):
+        raise BundleCreateError(f"{path}: the payload grew {when}")
+
+
+def _hash_payload(path: str, size: int, chunk_size: int, progress: Callable[[int], None] | None) -> tuple[list[bytes], str]:
+    hashes: list[bytes] = []
+    whole = hashlib.sha256()
+    done = 0
+    with open(path, "rb", buffering=0) as fh:
+        for view in _payload_chunks(fh, path, size, chunk_size, "while it was read"):
+            hashes.append(hashlib.sha256(view).digest())
+            whole.update(view)
+            done += len(view)
+            if progress is not None:
+                progress(done)
+    return hashes, whole.hexdigest()
+
+
+def _copy_payload(path: str, out: Any, manifest: Manifest, progress: Callable[[int], None] | None) -> None:
+    with open(path, "rb", buffering=0) as fh:
+        chunks = _payload_chunks(fh, path, manifest.payload_size, manifest.chunk_size, "while the bundle was written")
+        for index, view in enumerate(chunks):
+            if hashlib.sha256(view).digest() != manifest.chunk_hashes[index]:
+                raise BundleCreateError(f"{path}: the payload changed while the bundle was written (chunk {index})")
+            out.write(view)
+            if progress is not None:
+                progress(index * manifest.chunk_size + len(view))
 
 
 def _image_ref(spec: ImageSpec | None, what: str) -> ImageRef | None:
