@@ -27,7 +27,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import zstandard
 
@@ -92,10 +92,7 @@ class BlobStats:
     """What the cache did: how many blobs it read and decompressed (tests check sources are read once)."""
 
     blobs_read: int = 0
-    bytes_read: int = 0
     decompressed: int = 0
-    bytes_spooled: int = 0
-    keys: list[str] = field(default_factory=list)
 
 
 class BlobCache:
@@ -149,11 +146,15 @@ class BlobCache:
         head = _pread_exact(path, start, min(8, length), label) if length else b""
         compression = detect_compression(head)
         self.stats.blobs_read += 1
-        self.stats.keys.append(cache_key)
-        chunks = _hashed_chunks(path, start, length, stored_hash, label, self.stats, progress)
+        chunks = _hashed_chunks(path, start, length, stored_hash, label, progress)
         if compression is None:
-            for chunk in chunks:
-                plain_hash.update(chunk)
+            if plain_hash.name == stored_hash.name:
+                plain_hash = stored_hash  # the plain bytes are the stored bytes: one hash serves both
+                for _ in chunks:
+                    pass
+            else:
+                for chunk in chunks:
+                    plain_hash.update(chunk)
             region = Region(path, start, start + length)
         else:
             self.stats.decompressed += 1
@@ -161,14 +162,13 @@ class BlobCache:
             size = 0
             with os.fdopen(fd, "wb") as out:
                 if compression == "zstd":
-                    pieces = _zstd_stream(path, start, length, stored_hash, label, self.stats, progress)
+                    pieces = _zstd_stream(path, start, length, stored_hash, label, progress)
                 else:
                     pieces = _multistream(chunks, compression, label)
                 for piece in pieces:
                     plain_hash.update(piece)
                     out.write(piece)
                     size += len(piece)
-            self.stats.bytes_spooled += size
             region = Region(spool, 0, size)
         if digest:
             algo, want = parse_digest(digest, label)
@@ -180,14 +180,6 @@ class BlobCache:
         view = BlobView(region, f"{stored_hash.name}:{stored_hash.hexdigest()}", plain, compression)
         self._views[cache_key] = view
         return view
-
-    def file_digest(self, path: str, *, label: str, progress: Progress | None = None) -> str:
-        """sha256 of a whole file, e.g. a tarball source as given."""
-        h = hashlib.sha256()
-        size = os.path.getsize(path)
-        for _ in _hashed_chunks(path, 0, size, h, label, None, progress):
-            pass
-        return f"sha256:{h.hexdigest()}"
 
 
 def _pread_exact(path: str, offset: int, size: int, label: str) -> bytes:
@@ -202,7 +194,7 @@ def _pread_exact(path: str, offset: int, size: int, label: str) -> bytes:
 
 
 def _hashed_chunks(path: str, start: int, length: int, h: "hashlib._Hash", label: str,
-                   stats: BlobStats | None, progress: Progress | None) -> Iterator[bytes]:
+                   progress: Progress | None) -> Iterator[bytes]:
     try:
         fh = open(path, "rb", buffering=0)
     except OSError as exc:
@@ -218,8 +210,6 @@ def _hashed_chunks(path: str, start: int, length: int, h: "hashlib._Hash", label
                 raise SourceError(f"{label}: truncated: {path} shrank while being read")
             h.update(data)
             pos += len(data)
-            if stats is not None:
-                stats.bytes_read += len(data)
             if progress is not None:
                 progress(len(data))
             yield data
@@ -290,7 +280,7 @@ def _feed(d, buf: bytes, compression: str):  # type: ignore[no-untyped-def]
 
 # ---------------------------------------------------------------- zstd
 def _zstd_stream(path: str, start: int, length: int, h: "hashlib._Hash", label: str,
-                 stats: BlobStats | None, progress: Progress | None) -> Iterator[bytes]:
+                 progress: Progress | None) -> Iterator[bytes]:
     """zstd frames walked block by block, so one call never inflates more than 128 KiB.
 
     The block headers say where each block ends, which also tells a frame cut
@@ -313,8 +303,6 @@ def _zstd_stream(path: str, start: int, length: int, h: "hashlib._Hash", label: 
             if len(data) != size:
                 raise SourceError(f"{label}: truncated: {path} ends early")
             h.update(data)
-            if stats is not None:
-                stats.bytes_read += len(data)
             if progress is not None:
                 progress(len(data))
             return data

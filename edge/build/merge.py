@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
-from edge.squashfs.tree import IMPLICIT_DIR_MODE, Entry, Kind, Tree
+from edge.squashfs.tree import IMPLICIT_DIR_MODE, Entry, Kind, Tree, name_key
 
 from .errors import SourceError
 
@@ -57,10 +57,6 @@ class _Dir:
 
 
 Node = _Dir | _Inode
-
-
-def _name_key(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
 
 
 def _implicit_dir(path: str, mtime: int = 0) -> Entry:
@@ -117,7 +113,7 @@ class RootfsTree:
             yield path, node
             if isinstance(node, _Dir):
                 prefix = path + "/" if path else ""
-                for name in sorted(node.children, key=_name_key, reverse=True):
+                for name in sorted(node.children, key=name_key, reverse=True):
                     stack.append((prefix + name, node.children[name]))
 
     def __len__(self) -> int:

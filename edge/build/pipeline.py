@@ -17,7 +17,6 @@ when every board has been built, so a failed build leaves no partial files.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from typing import Any, Protocol
 
 from bsp.boards import Board, BoardRegistry
 from edge import __version__
+from edge.fsutil import sha256_prefix
 from edge.squashfs.errors import SquashfsError
 from edge.squashfs.tree import BytesContent, Entry, FileContent, Kind
 from edge.squashfs.writer import WriterOptions, write_image
@@ -260,13 +260,12 @@ def _build_board(recipe: Recipe, board: Board, loaded: LoadedRootfs, overlays: "
 
 
 def _sha256_file(path: str) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        return sha256_prefix(fd, size), size
+    finally:
+        os.close(fd)
 
 
 def _commit(staging: str, outdir: str, results: list[BoardBuild]) -> None:

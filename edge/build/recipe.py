@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bsp.boards import BOARD_NAME
 from edge.squashfs.compressors import DEFAULT_LEVELS, LEVEL_RANGES, WRITABLE
 from edge.squashfs.errors import SquashfsError
 from edge.squashfs.writer import WriterOptions, parse_block_size
@@ -35,7 +36,6 @@ SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-BOARD_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 SOURCE_TYPES = ("dir", "tar", "oci", "docker-archive")
 MAX_EPOCH = 0xFFFFFFFF  # squashfs timestamps are 32-bit
 

@@ -59,7 +59,6 @@ class Member:
     mtime: int
     size: int
     data_offset: int
-    header_offset: int
     linkname: str = ""
     major: int = 0
     minor: int = 0
@@ -305,7 +304,7 @@ class _Reader:
             if "SCHILY.devminor" in fields:
                 minor = self._pax_int(fields["SCHILY.devminor"], pos, "devminor")
         xattrs = self._xattrs(fields, where)
-        return Member(path, kind, mode, uid, gid, mtime, size, data_offset, pos, link, major, minor, xattrs, raw_name)
+        return Member(path, kind, mode, uid, gid, mtime, size, data_offset, link, major, minor, xattrs, raw_name)
 
     def _xattrs(self, fields: dict[str, bytes], where: str) -> tuple[tuple[str, bytes], ...]:
         out: dict[str, bytes] = {}

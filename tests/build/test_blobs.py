@@ -131,7 +131,7 @@ def test_zstd_bomb_inflates_block_by_block(tmp_path):
     assert len(bomb) < 64 << 10
     largest = 0
     total = 0
-    for piece in _zstd_stream(str(path), 0, len(bomb), hashlib.sha256(), "bomb", None, None):
+    for piece in _zstd_stream(str(path), 0, len(bomb), hashlib.sha256(), "bomb", None):
         largest = max(largest, len(piece))
         total += len(piece)
     assert total == 64 << 20
