@@ -160,12 +160,6 @@ def tree_digest(tree: RootfsTree) -> str:
         for name, value in e.xattrs:
             h.update(name.encode("utf-8", "surrogateescape") + b"=" + value.hex().encode() + b"\0")
         if e.content is not None:
-            content_hash = hashlib.sha256()
-            left = e.content.size
-            for block in e.content.iter_blocks(1 << 20):
-                piece = block if block is not None else bytes(min(1 << 20, left))
-                content_hash.update(piece)
-                left -= len(piece)
-            h.update(f"{e.content.size}\0{content_hash.hexdigest()}".encode())
+            h.update(f"{e.content.size}\0{e.content.sha256().hex()}".encode())
         h.update(b"\n")
     return f"sha256:{h.hexdigest()}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import hashlib
 import io
 import os
 from collections.abc import Iterable, Iterator
@@ -55,6 +56,16 @@ class Content(abc.ABC):
                     raise SquashfsError(f"{self!r}: content ended after {self.size - remaining + len(data)} of {self.size} bytes")
                 remaining -= want
                 yield data
+
+    def sha256(self) -> bytes:
+        """SHA-256 of the content, holes read as the zeros they stand for."""
+        h = hashlib.sha256()
+        left = self.size
+        for block in self.iter_blocks(1 << 20):
+            piece = block if block is not None else bytes(min(1 << 20, left))
+            h.update(piece)
+            left -= len(piece)
+        return h.digest()
 
 
 class BytesContent(Content):

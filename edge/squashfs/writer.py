@@ -14,7 +14,6 @@ superblock time is ``mtime`` (or the newest entry time) rather than "now".
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import deque
 from collections.abc import Callable
@@ -271,13 +270,8 @@ class _Writer:
             size = node.entry.size
             if size == 0 or by_size[size] < 2:
                 continue
-            h = hashlib.sha256()
             assert node.entry.content is not None
-            for block in node.entry.content.iter_blocks(1 << 20):
-                n = min(1 << 20, size)
-                h.update(block if block is not None else bytes(n))
-                size -= n
-            digests[id(node)] = h.digest()
+            digests[id(node)] = node.entry.content.sha256()
         return digests
 
     def write_block(self, data: bytes, packed: bytes) -> int:
