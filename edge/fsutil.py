@@ -13,6 +13,9 @@ Each pattern in one place:
   files) replaced atomically: a temporary file in the same directory, fsync,
   rename over the old one, fsync of the directory. After a power cut the file
   is either the old or the new version, never a mix.
+- :class:`HeldBackWriter`: an image written into a slot with its first bytes
+  (the squashfs superblock) kept in memory and zeros on disk until the whole
+  image verified, so a partial or wrong image never looks like an image.
 - :func:`atomic_output`: large outputs (images, bundles, deltas) written
   through a temporary file that is renamed into place only when complete, and
   removed if anything fails, so a failed run never leaves a partial output.
@@ -64,6 +67,46 @@ def sha256_prefix(fd: int, size: int, head: bytes = b"") -> str:
         h.update(view[:n])
         pos += n
     return h.hexdigest()
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, pos: int) -> None:
+    """Write all of ``data`` at ``pos`` (pwrite may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
+
+
+HEAD_HELD_BACK = 4096  # bytes of an image kept off the disk until it verified (the squashfs superblock is 96)
+
+
+class HeldBackWriter:
+    """Writes an image to ``fd``, diverting its first ``len(head)`` bytes into ``head`` (zeros go to
+    disk instead) until :meth:`seal` writes them, once the caller verified the whole image."""
+
+    def __init__(self, fd: int, head: bytearray) -> None:
+        self.fd = fd
+        self.head = head
+
+    def write(self, data: bytes | memoryview, pos: int) -> None:
+        view = memoryview(data)
+        if pos < len(self.head):
+            n = min(len(view), len(self.head) - pos)
+            self.head[pos : pos + n] = view[:n]
+            pwrite_all(self.fd, bytes(n), pos)
+            view, pos = view[n:], pos + n
+        if view:
+            pwrite_all(self.fd, view, pos)
+
+    def sha256(self, size: int) -> str:
+        """sha256 of the image as it will be: the held-back head, then the rest as written
+        (ShortFileError when the target ends before ``size``)."""
+        return sha256_prefix(self.fd, size, bytes(self.head))
+
+    def seal(self) -> None:
+        """Write the held-back head: only now does the target become a valid image."""
+        pwrite_all(self.fd, bytes(self.head), 0)
+        os.fsync(self.fd)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -34,7 +34,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from edge.fsutil import ShortFileError, replace_file, sha256_prefix
+from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
@@ -47,7 +47,6 @@ DeltaOpener = Callable[[int], BinaryIO]
 CHECKPOINT_BYTES = 16 << 20
 CHECKPOINT_SECONDS = 2.0
 COPY_CHUNK = 1 << 20
-HEAD_HELD_BACK = 4096
 MAX_PENDING_BYTES = 4 << 20  # plain content waiting to be recompressed
 
 
@@ -262,7 +261,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
             on_checkpoint(st)
         last_cp_bytes, last_cp_time = tpos, time.monotonic()
 
-    out = _Target(tfd, head)
+    out = HeldBackWriter(tfd, head)
     # Rebuilding squashfs blocks is the expensive part: every block is compressed on the pool
     # while the main thread decodes the next ops. Results are checked and written per op.
     pending: deque[_Pending] = deque()
@@ -332,7 +331,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
             os.ftruncate(tfd, header.target_size)
         os.fsync(tfd)
         try:
-            got = sha256_prefix(tfd, header.target_size, bytes(head))
+            got = out.sha256(header.target_size)
             problem = None if got == header.target_sha256 else (f"hashes to {got[:16]}…, expected "
                                                                  f"{header.target_sha256[:16]}…")
         except ShortFileError as exc:
@@ -340,8 +339,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
         if problem is not None:
             checkpoint("invalid")
             raise TargetMismatchError(f"{target}: the written image {problem}; the target has been marked invalid")
-        _write(tfd, bytes(head), 0)  # only now does the target become a valid image
-        os.fsync(tfd)
+        out.seal()
         try:
             os.unlink(state_path)
         except FileNotFoundError:
@@ -376,33 +374,7 @@ def _blocks_content(op: Blocks, index: int, src: Callable[[int, int], bytes], co
     return content
 
 
-class _Target:
-    """Writes to the target, diverting the held-back head into memory (zeros go to disk instead)."""
-
-    def __init__(self, fd: int, head: bytearray) -> None:
-        self.fd = fd
-        self.head = head
-
-    def write(self, data: bytes | memoryview, pos: int) -> None:
-        view = memoryview(data)
-        if pos < len(self.head):
-            n = min(len(view), len(self.head) - pos)
-            self.head[pos : pos + n] = view[:n]
-            _write(self.fd, bytes(n), pos)
-            view, pos = view[n:], pos + n
-        if view:
-            _write(self.fd, view, pos)
-
-
-def _write(tfd: int, data: bytes | memoryview, pos: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(tfd, view, pos)
-        view = view[n:]
-        pos += n
-
-
-def _apply_op(op: dfmt.Op, index: int, src: Callable[[int, int], bytes], out: _Target, tpos: int, name: str) -> None:
+def _apply_op(op: dfmt.Op, index: int, src: Callable[[int, int], bytes], out: HeldBackWriter, tpos: int, name: str) -> None:
     """A COPY, ZERO, LITERAL or PATCH op (BLOCKS ops are rebuilt on the pool by ``_run``)."""
     if isinstance(op, Copy):
         done = 0

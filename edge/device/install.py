@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 from bsp.bootctl import BootControl, make_backend
 from bsp.bootctl.base import other_slot
+from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError
 
 from .config import DeviceConfig
 from .errors import DeviceError
@@ -36,7 +37,6 @@ from .source import is_url, open_source
 from .state import DeviceState, Operation, SlotRecord, load_state, save_state
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
-HEAD = 4096
 
 
 @dataclass
@@ -221,20 +221,13 @@ class Installer:
         cp = op.checkpoint or {}
         next_chunk = int(cp.get("next_chunk", 0))
         head = bytearray(bytes.fromhex(cp.get("head", "")))
-        head = head[: min(HEAD, size)] + bytearray(max(0, min(HEAD, size) - len(head)))
+        head = head[: min(HEAD_HELD_BACK, size)] + bytearray(max(0, min(HEAD_HELD_BACK, size) - len(head)))
         fd = open_for_writing(target_path, booted_path)
         try:
+            out = HeldBackWriter(fd, head)  # the superblock stays off the disk until the slot verifies
             last_cp = next_chunk * bundle.chunk_size
             for index, chunk in enumerate(bundle.iter_chunks(next_chunk), start=next_chunk):
-                offset = index * bundle.chunk_size
-                view = memoryview(chunk)
-                if offset < len(head):  # hold the superblock back: zeros on disk until the slot verifies
-                    n = min(len(view), len(head) - offset)
-                    head[offset : offset + n] = view[:n]
-                    _pwrite(fd, bytes(n), offset)
-                    view, offset = view[n:], offset + n
-                if view:
-                    _pwrite(fd, view, offset)
+                out.write(chunk, index * bundle.chunk_size)
                 done = index * bundle.chunk_size + len(chunk)
                 if self.progress:
                     self.progress("writing", done, size)
@@ -246,12 +239,14 @@ class Installer:
             os.fsync(fd)
             if self.progress:
                 self.progress("verifying", 0, size)
-            got = hash_slot(target_path, size, bytes(head))
+            try:
+                got = out.sha256(size)
+            except ShortFileError as exc:
+                raise DeviceError(f"{target_path} ends at byte {exc.pos}, the image has {size}") from None
             if got != m.target.sha256:
                 raise DeviceError(f"slot written from the bundle hashes to {got[:16]}…, the manifest says "
                                   f"{m.target.sha256[:16]}…; the slot is left unbootable")
-            _pwrite(fd, bytes(head), 0)
-            os.fsync(fd)
+            out.seal()
         finally:
             os.close(fd)
 
@@ -280,13 +275,6 @@ class Installer:
             raise DeviceError(f"the slot written from the delta hashes to {result.sha256[:16]}…, the manifest says "
                               f"{m.target.sha256[:16]}…")
         return {"resumed_at_op": result.resumed_at_op, "source_check_seconds": result.source_check_seconds}
-
-
-def _pwrite(fd: int, data: bytes | memoryview, pos: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, pos)
-        view, pos = view[n:], pos + n
 
 
 def _free_bytes(directory: str) -> int:
