@@ -33,12 +33,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.measure import TIME, timed  # noqa: E402
 from bench.report import machine_line, update_section  # noqa: E402
 from edge.squashfs import Tree, WriterOptions, walk_directory, write_image  # noqa: E402
 from signing.ca import CertificateAuthority  # noqa: E402
 
 EDGE = os.path.join(os.path.dirname(sys.executable), "edge")
-TIME = "/usr/bin/time"  # GNU time (Debian package "time"), for the children's peak RSS
 MiB = 1024 * 1024
 TARGET_RATIO = 0.70
 TARGET_RSS_MIB = 64
@@ -69,25 +69,12 @@ def make_tree(root: str, size_mb: int, seed: int) -> None:
 
 
 def run_child(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one child process.
-
-    The RSS comes from GNU time (%M) rather than this process's wait4: a
-    child forked from this (larger) Python process would inherit its
-    high-water mark until exec, which would hide the child's own peak.
-    """
-    env = dict(os.environ, EDGE_NO_PROGRESS="1")
-    with tempfile.NamedTemporaryFile("r", suffix=".time") as rss_file:
-        start = time.perf_counter()
-        proc = subprocess.run([TIME, "-f", "%M", "-o", rss_file.name, *cmd], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, env=env)
-        elapsed = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode().strip()}")
-        peak_kib = int(rss_file.read().split()[-1])
-    return elapsed, peak_kib
+    """Wall seconds and peak RSS (KiB) of one child process (no progress bars)."""
+    wall, rss, _ = timed(cmd, env=dict(os.environ, EDGE_NO_PROGRESS="1"))
+    return wall, rss
 
 
-def build_bundle(work: str, name: str, size_mb: int, ca_dir: str, keys_dir: str) -> tuple[str, int, float]:
+def build_bundle(work: str, name: str, size_mb: int, keys_dir: str) -> tuple[str, int, float]:
     tree_dir = os.path.join(work, f"{name}-tree")
     make_tree(tree_dir, size_mb, seed=size_mb)
     image = os.path.join(work, f"{name}.sqfs")
@@ -115,13 +102,13 @@ def measure(bundle: str, keyring: str, out: str, runs: int) -> dict[str, list[tu
     return results
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=500, help="size of the large image in MB (default 500)")
     parser.add_argument("--runs", type=int, default=5, help="alternating runs per contender (median is reported)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--no-report", action="store_true", help="do not update docs/benchmarks.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if shutil.which("sha256sum") is None or not os.access(TIME, os.X_OK):
         raise SystemExit("sha256sum (coreutils) and /usr/bin/time (Debian package 'time') are required")
 
@@ -134,7 +121,7 @@ def main() -> int:
         failures = []
         for label, size_mb in (("large", args.size_mb), ("small", max(1, args.size_mb // 10))):
             print(f"building a ~{size_mb} MB image and bundle...", file=sys.stderr)
-            bundle, size, create_s = build_bundle(work, label, size_mb, os.path.join(work, "ca"), os.path.join(work, "keys"))
+            bundle, size, create_s = build_bundle(work, label, size_mb, os.path.join(work, "keys"))
             res = measure(bundle, keyring, os.path.join(work, f"{label}.out.sqfs"), args.runs)
             med = {k: statistics.median(t for t, _ in v) for k, v in res.items()}
             rss = {k: max(r for _, r in v) / 1024 for k, v in res.items()}

@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import zstandard  # noqa: E402
 
 from bench import rootfs as rf  # noqa: E402
+from bench.measure import timed  # noqa: E402
 from bench.report import machine_line, update_section  # noqa: E402
 
 EDGE = str(rf.EDGE)
@@ -67,18 +66,6 @@ class Run:
     @property
     def time_to_updated(self) -> float:
         return self.size / LINK + self.apply_s
-
-
-def timed(cmd: list[str], **kw) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Wall seconds and peak RSS (KiB) of one command (GNU time)."""
-    with tempfile.NamedTemporaryFile("r") as tf:
-        start = time.monotonic()
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", tf.name, *cmd], capture_output=True, **kw)
-        wall = time.monotonic() - start
-        rss = int((tf.read().strip().splitlines() or ["0"])[-1] or 0)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]!r}")
-    return wall, rss, proc
 
 
 APPLY_RUNS = 3  # apply is timed this many times; the median is reported (the machine is shared and noisy)
@@ -215,6 +202,18 @@ def run_casync(old: Path, new: Path, work: Path) -> Run:
     return r
 
 
+def run_contenders(old: Path, new: Path, work: Path, *, bsdiff: bool = True, label: str = "") -> list[Run]:
+    """Edge, then every peer tool, on one pair (printing each result to stderr)."""
+    runs = [run_edge(old, new, work), run_xdelta3(old, new, work), run_zstd(old, new, work)]
+    if bsdiff:
+        runs.append(run_bsdiff(old, new, work))
+    runs.append(run_casync(old, new, work))
+    for r in runs:
+        print(f"   {label}{r.tool:32} {r.size:>12,} make {r.make_s:6.1f}s apply {r.apply_s:5.1f}s "
+              f"rss {r.apply_rss_kib / 1024:6.1f} MiB ok={r.ok}", file=sys.stderr, flush=True)
+    return runs
+
+
 def copy_throughput(image: Path, work: Path) -> dict:
     """Apply a copy-only delta (image to itself): the speed of unchanged regions, and the source hash cost."""
     patch, out = work / "same.delta", work / "same.out"
@@ -255,14 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             for flavour in flavours:
                 tool, comp, level = FLAVOURS[flavour]
                 old, new = rf.image(a, tool, comp, level), rf.image(b, tool, comp, level)
-                runs = [run_edge(old, new, work), run_xdelta3(old, new, work), run_zstd(old, new, work)]
-                if not args.no_bsdiff:
-                    runs.append(run_bsdiff(old, new, work))
-                runs.append(run_casync(old, new, work))
+                runs = run_contenders(old, new, work, bsdiff=not args.no_bsdiff, label=f"{flavour:18} ")
                 results[(pair, flavour)] = {"old": old.stat().st_size, "new": new.stat().st_size, "runs": runs}
-                for r in runs:
-                    print(f"   {flavour:18} {r.tool:32} {r.size:>12,} make {r.make_s:6.1f}s apply {r.apply_s:5.1f}s "
-                          f"rss {r.apply_rss_kib / 1024:6.1f} MiB ok={r.ok}", file=sys.stderr, flush=True)
         thr = copy_throughput(rf.image(rf.PAIRS[pairs[0]][1], "edge", "zstd", 19), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -344,14 +337,6 @@ def report(pairs, flavours, results, bounds, thr) -> str:
 
 
 def tool_versions() -> str:
-    def v(cmd: list[str]) -> str:
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True).stdout + subprocess.run(cmd, capture_output=True, text=True).stderr
-        except OSError:
-            return "?"
-        m = re.search(r"\d+\.\d+(\.\d+)?", out)
-        return m.group(0) if m else "?"
-
     pkgs = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Version}, ", "xdelta3", "zstd", "bsdiff", "casync"],
                           capture_output=True, text=True).stdout.strip().rstrip(",")
     return pkgs or "?"

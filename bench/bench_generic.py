@@ -25,15 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import rootfs as rf  # noqa: E402
-from bench.bench_delta import (  # noqa: E402
-    Run,
-    run_bsdiff,
-    run_casync,
-    run_edge,
-    run_xdelta3,
-    run_zstd,
-    verdict,
-)
+from bench.bench_delta import Run, run_contenders, verdict  # noqa: E402
 from bench.report import machine_line, update_section  # noqa: E402
 
 
@@ -54,19 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [p for p in args.pairs.split(",") if p]
     work = Path(tempfile.mkdtemp(prefix="edge-bench-generic-", dir="/var/tmp"))
     results: dict[str, dict] = {}
+    tars: dict[str, Path] = {}  # each tree archived once (every pair starts from the same base)
     try:
         for pair in pairs:
             a, b = rf.PAIRS[pair]
-            old, new = tar_of(a, work), tar_of(b, work)
+            for name in (a, b):
+                if name not in tars:
+                    tars[name] = tar_of(name, work)
+            old, new = tars[a], tars[b]
             print(f"== pair {pair}: {a}.tar -> {b}.tar", file=sys.stderr, flush=True)
-            runs = [run_edge(old, new, work), run_xdelta3(old, new, work), run_zstd(old, new, work)]
-            if not args.no_bsdiff:
-                runs.append(run_bsdiff(old, new, work))
-            runs.append(run_casync(old, new, work))
+            runs = run_contenders(old, new, work, bsdiff=not args.no_bsdiff)
             results[pair] = {"old": old.stat().st_size, "new": new.stat().st_size, "runs": runs}
-            for r in runs:
-                print(f"   {r.tool:32} {r.size:>12,} make {r.make_s:6.1f}s apply {r.apply_s:5.1f}s "
-                      f"rss {r.apply_rss_kib / 1024:6.1f} MiB ok={r.ok}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     md = report(pairs, results, args)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run benchmarks by name: ``bench/run.py [squashfs|bundle|delta|all]`` (``make bench`` runs all).
 
-Each ``bench/bench_NAME.py`` has a ``main() -> int`` that measures, prints
+Each ``bench/bench_NAME.py`` has a ``main(argv) -> int`` that measures, prints
 and updates its section of docs/benchmarks.md.  They run one after another,
 never in parallel, so they do not disturb each other's timings.
 """
@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> bench {name}", file=sys.stderr, flush=True)
         start = time.monotonic()
         module = importlib.import_module(f"bench.bench_{name}")
-        sys.argv = [str(BENCH_DIR / f"bench_{name}.py")]  # each main() sees no arguments of ours: its defaults
-        code = module.main()
+        code = module.main([])  # each benchmark with its defaults
         print(f"==> bench {name}: exit {code} after {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
         if code:
             failed.append(name)
