@@ -14,6 +14,8 @@ import os
 import random
 import sys
 
+from edge.build.sample import write_file
+
 HEALTHY = '#!/bin/sh\necho "demo app {v}: healthy"\n'
 BROKEN = '#!/bin/sh\necho "demo app {v}: failed to start (missing /etc/demo/app.conf)" >&2\nexit 1\n'
 RECIPE = """\
@@ -33,10 +35,14 @@ source_date_epoch: 1700000000
 """
 
 
-def app(n: int) -> bytes:
+def base_app() -> bytes:
     rnd = random.Random(1)
     words = [bytes(rnd.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(2, 9))) for _ in range(3000)]
-    data = bytearray(b" ".join(rnd.choice(words) for _ in range(700_000)))  # ~4 MB of "program data"
+    return b" ".join(rnd.choice(words) for _ in range(700_000))  # ~4 MB of "program data"
+
+
+def app(base: bytes, n: int) -> bytes:
+    data = bytearray(base)
     edits = random.Random(n)
     for _ in range(5 * (n - 1)):  # each release changes a few places
         pos = edits.randrange(len(data) - 64)
@@ -46,12 +52,10 @@ def app(n: int) -> bytes:
 
 def main() -> None:
     root = sys.argv[1]
+    base = base_app()
     for n in (1, 2, 3):
         v = f"{n}.0.0"
-        path = os.path.join(root, f"app-{n}", "usr", "share", "demo-app", "data.bin")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(app(n))
+        write_file(os.path.join(root, f"app-{n}"), "usr/share/demo-app/data.bin", app(base, n))
         check = (BROKEN if n == 3 else HEALTHY).format(v=v)
         with open(os.path.join(root, f"release-{n}.yaml"), "w") as fh:
             fh.write(RECIPE.format(v=v, n=n, check="".join("      " + line + "\n" for line in check.splitlines())))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import random
 import struct
 from dataclasses import dataclass
@@ -60,11 +58,6 @@ def layout(data: bytes) -> Layout:
     return Layout(version, (m0, s0), (s0, t0), (t0, p0), (p0, p0 + plen))
 
 
-def manifest_sha256(data: bytes) -> bytes:
-    lay = layout(data)
-    return hashlib.sha256(data[lay.manifest[0]:lay.manifest[1]]).digest()
-
-
 class Stream(io.RawIOBase):
     """A non-seekable stream that returns short reads, like a socket or pipe."""
 
@@ -96,5 +89,3 @@ def read(path: str) -> bytes:
         return fh.read()
 
 
-def file_size(path: str) -> int:
-    return os.path.getsize(path)

@@ -7,8 +7,8 @@ import random
 from dataclasses import replace
 
 from edge.squashfs import BytesContent, Entry, Kind, Tree, WriterOptions, write_image
+from tests.squashfs.helpers import CAP_NET_RAW
 
-CAP_NET_RAW = bytes.fromhex("0100000200200000000000000000000000000000")
 CAP_NET_ADMIN = bytes.fromhex("0100000200100000000000000000000000000000")
 
 

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 
 from edge.cli import main as edge_main
 from edge.squashfs import BytesContent, Entry, Kind, Tree, WriterOptions, write_image
@@ -73,6 +72,3 @@ def sha256(path: str, size: int | None = None) -> str:
     return h.hexdigest()
 
 
-def copy_board(src: str, dst: str) -> str:
-    shutil.copytree(src, dst, symlinks=True)
-    return dst

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from signing.certs import build_certificate, build_root_certificate
+from signing.certs import build_certificate, build_root_certificate, is_self_issued
 from signing.crl import build_crl
 from signing.keyring import Keyring, RevocationList
 from signing.keys import PrivateKey, generate_private_key
@@ -56,7 +56,7 @@ def issue(issuer: Identity, name: str, key_type: str = "ed25519", *, not_before:
     cert = build_certificate(key.public_key(), name, issuer_cert=issuer.cert, issuer_key=issuer.key,
                              not_before=not_before, days=days, ca=ca, path_length=path_length,
                              code_signing=code_signing, extra_extensions=extra)
-    chain = ((issuer.cert,) + issuer.chain) if issuer.chain or issuer.cert.subject != issuer.cert.issuer else ()
+    chain = ((issuer.cert,) + issuer.chain) if issuer.chain or not is_self_issued(issuer.cert) else ()
     return Identity(cert, key, chain)
 
 
