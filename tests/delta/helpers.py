@@ -48,7 +48,9 @@ def edit(entries: list[Entry], seed: int, changes: int = 8) -> list[Entry]:
         e = out[i]
         data = bytearray(e.content.data)  # type: ignore[union-attr]
         what = rnd.random()
-        if what < 0.4:  # patch some bytes in place
+        if not data:  # an earlier change truncated this file to nothing: give it content again
+            data = bytearray(text_blob(rnd, rnd.randint(1, 5000)))
+        elif what < 0.4:  # patch some bytes in place
             for _ in range(rnd.randint(1, 20)):
                 p = rnd.randrange(len(data))
                 data[p : p + 8] = rnd.randbytes(8)
