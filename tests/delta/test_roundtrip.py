@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edge.delta import apply_delta, make_delta
@@ -154,6 +154,7 @@ def test_squashfs_to_non_squashfs(tmp_path):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), changes=st.integers(0, 12), comp=st.sampled_from(["zstd", "xz", "gzip"]),
        bs=st.sampled_from([4096, 65536, 131072]), fragments=st.booleans(), tails=st.booleans())
+@example(seed=4306, changes=3, comp="zstd", bs=4096, fragments=False, tails=False)  # a file truncated, then edited again
 def test_random_pairs(tmp_path_factory, seed, changes, comp, bs, fragments, tails):
     tmp = str(tmp_path_factory.mktemp("pair"))
     base = base_entries(seed, files=25)
