@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -28,6 +29,12 @@ def run(*cmd: str, **kw) -> subprocess.CompletedProcess[str]:
     kw.setdefault("text", True)
     kw.setdefault("capture_output", True)
     return subprocess.run(list(cmd), **kw)
+
+
+def run_edge(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The ``edge`` command line of the interpreter running the tests (no progress bars)."""
+    env = dict(os.environ, EDGE_NO_PROGRESS="1")
+    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True, check=check, env=env)
 
 
 def require_root() -> None:

@@ -25,6 +25,7 @@ from signing.errors import CertificateTimeError
 from signing.files import load_crls, load_keyring, load_signer
 
 from .output import print_json, print_table
+from .units import parse_rate
 
 
 def _non_negative(text: str) -> int:
@@ -78,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="anti-rollback counter; devices refuse bundles below their floor (default: 0)")
     c.add_argument("--delta-from", metavar="OLD.sqfs",
                    help="make a delta bundle: the payload turns OLD.sqfs (the installed image) into IMAGE")
+    c.add_argument("--link-speed", type=parse_rate, metavar="RATE",
+                   help="with --delta-from: the devices' download speed in bytes/s (e.g. 1M); changed blocks that "
+                        "would take longer to recompress on the device than to download are sent ready-compressed "
+                        "(see 'edge delta make --help')")
+    c.add_argument("--rebuild-rate", type=parse_rate, metavar="RATE",
+                   help="with --link-speed: plain bytes/s the device recompresses (default: this machine's rate)")
     c.add_argument("--chunk-size", default="1M", help="payload chunk size, a power of two from 4K to 16M (default: 1M)")
     c.add_argument("--meta", action="append", type=_meta_item, default=[], metavar="KEY=VALUE",
                    help="free-form metadata to sign into the manifest (repeatable)")
@@ -112,7 +119,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------- create
-def make_delta_payload(old_image: str, new_image: str, workdir: str) -> tuple[str, ImageRef, ImageRef, dict[str, Any]]:
+def make_delta_payload(old_image: str, new_image: str, workdir: str, *, link_speed: float | None = None,
+                       rebuild_rate: float | None = None) -> tuple[str, ImageRef, ImageRef, dict[str, Any]]:
     """The delta payload for ``old_image`` -> ``new_image``: (payload path, source ref, target ref, delta params).
 
     The only place that knows the delta engine.  The payload is a temporary
@@ -126,7 +134,8 @@ def make_delta_payload(old_image: str, new_image: str, workdir: str) -> tuple[st
     os.close(fd)
     try:
         with Progress("diffing", unit="regions") as bar:
-            result = make_delta(old_image, new_image, path, progress=bar.update)
+            result = make_delta(old_image, new_image, path, progress=bar.update, link_speed=link_speed,
+                                rebuild_rate=rebuild_rate)
     except BaseException:
         os.unlink(path)
         raise
@@ -188,11 +197,16 @@ def cmd_create(args: argparse.Namespace) -> int:
 
     start = time.monotonic()
     payload, payload_type, source, delta, compressor = args.image, "full", None, None, None
+    if (args.link_speed or args.rebuild_rate) and not args.delta_from:
+        raise UsageError("--link-speed and --rebuild-rate only apply to delta bundles (--delta-from)")
+    if args.rebuild_rate and not args.link_speed:
+        raise UsageError("--rebuild-rate only matters with --link-speed")
     if args.delta_from:
         with SquashfsImage(args.image) as img:
             compressor = img.superblock.compressor_name
         payload, source, target, delta = make_delta_payload(args.delta_from, args.image,
-                                                            os.path.dirname(os.path.abspath(args.output)))
+                                                            os.path.dirname(os.path.abspath(args.output)),
+                                                            link_speed=args.link_speed, rebuild_rate=args.rebuild_rate)
         payload_type = "delta"
     try:
         with Progress(f"bundling {os.path.basename(args.image)}") as bar:

@@ -8,10 +8,12 @@ import os
 
 from edge.delta import apply_delta, make_delta, read_header
 from edge.delta import format as dfmt
+from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
 from edge.squashfs import parse_block_size
 
 from .output import print_json, print_table
+from .units import parse_rate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--level", type=int, default=19, help="zstd level of the patches (default: 19)")
     m.add_argument("--generic", action="store_true", help="ignore squashfs structure (for comparison)")
     m.add_argument("--processors", type=int, default=0, metavar="N", help="worker threads (default: one per CPU)")
+    m.add_argument("--link-speed", type=parse_rate, metavar="RATE",
+                   help="the devices' download speed in bytes/s (e.g. 1M, 12.5M, 500k). With it, changed blocks "
+                        "whose recompression on the device would take longer than downloading them are sent "
+                        "ready-compressed: a bigger delta that installs sooner. Default: the smallest delta")
+    m.add_argument("--rebuild-rate", type=parse_rate, metavar="RATE",
+                   help="with --link-speed: plain bytes/s the device recompresses this image's blocks, all cores "
+                        "(`edge delta apply --json` on a device reports it as rebuild_rate). Default: this "
+                        "machine's rate, measured while checking the blocks")
     m.add_argument("--json", action="store_true", help="print the result as JSON")
     m.set_defaults(func=cmd_make)
 
@@ -57,9 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_make(args: argparse.Namespace) -> int:
+    if args.rebuild_rate is not None and args.link_speed is None:
+        raise UsageError("--rebuild-rate only matters with --link-speed")
     with Progress("diffing", unit="regions") as bar:
         result = make_delta(args.old, args.new, args.output, level=args.level, workers=args.processors,
-                            generic=args.generic, progress=bar.update)
+                            generic=args.generic, progress=bar.update, link_speed=args.link_speed,
+                            rebuild_rate=args.rebuild_rate)
     if args.json:
         print_json(dataclasses.asdict(result))
         return 0
@@ -71,6 +84,11 @@ def cmd_make(args: argparse.Namespace) -> int:
               f"{human_bytes(result.target_bytes[kind]):>10} of target")
     if result.unreproducible_blocks:
         print(f"  {result.unreproducible_blocks} compressed blocks could not be reproduced and are sent as literals")
+    if result.estimated_seconds:
+        print(f"  for a {args.link_speed / 1e6:g} MB/s link and a device recompressing "
+              f"{(result.rebuild_rate or 0) / 1e6:.1f} MB/s: {result.shipped_ops} blocks ops sent ready-compressed, "
+              f"estimated time to updated {result.estimated_seconds['before']:.1f}s -> "
+              f"{result.estimated_seconds['after']:.1f}s")
     return 0
 
 
@@ -82,8 +100,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print_json(dataclasses.asdict(result))
         return 0
     resumed = f", resumed at op {result.resumed_at_op}" if result.resumed_at_op is not None else ""
+    rebuilt = (f", {human_bytes(result.rebuilt_bytes)} recompressed at {result.rebuild_rate / 1e6:.1f} MB/s"
+               if result.rebuild_rate else "")
     print(f"{args.output}: {human_bytes(result.size)} written and verified, {result.ops} ops{resumed}, "
-          f"{result.seconds:.1f}s (source check {result.source_check_seconds:.2f}s)")
+          f"{result.seconds:.1f}s (source check {result.source_check_seconds:.2f}s{rebuilt})")
     return 0
 
 

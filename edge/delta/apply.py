@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from collections import deque
@@ -59,6 +60,27 @@ class ApplyResult:
     resumed_at_op: int | None
     source_check_seconds: float
     seconds: float
+    rebuilt_bytes: int = 0  # plain bytes recompressed into squashfs blocks
+    rebuild_rate: float | None = None  # plain bytes/s this device recompresses with all its threads busy
+
+
+class _RebuildMeter:
+    """Counts the plain bytes the pool recompresses and the CPU seconds it takes (for ``edge delta make --rebuild-rate``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.plain = 0
+        self.cpu = 0.0
+
+    def rebuild(self, mode: int, plain: bytes | memoryview, flag: int, codec: Codec) -> bytes:
+        t0 = time.thread_time()
+        out = rebuild_block(mode, plain, flag, codec)
+        spent = time.thread_time() - t0
+        if flag == dfmt.BLOCK_COMPRESSED:
+            with self.lock:
+                self.plain += len(plain)
+                self.cpu += spent
+        return out
 
 
 def read_header(delta: str | DeltaOpener) -> tuple[Header, bytes, bytes]:
@@ -248,7 +270,9 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
         except (KeyError, ValueError, TypeError):
             op_index, dpos, tpos = 0, ops_start, 0
     src = fd_pread(sfd, header.source_size, "source")
-    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    threads = workers or os.cpu_count() or 1
+    pool = ThreadPoolExecutor(max_workers=threads)
+    meter = _RebuildMeter()
     last_cp_bytes, last_cp_time = tpos, time.monotonic()
 
     def checkpoint(status: str = "applying") -> None:
@@ -306,7 +330,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
                     if len(pieces) != len(op.flags):
                         raise CorruptDeltaError(f"{name}: blocks op {op_index} has {len(op.flags)} block flags for "
                                                 f"{len(pieces)} blocks of content")
-                    parts = [pool.submit(rebuild_block, op.mode, piece, flag, codec) for piece, flag in zip(pieces, op.flags)]
+                    parts = [pool.submit(meter.rebuild, op.mode, piece, flag, codec) for piece, flag in zip(pieces, op.flags)]
                     pending.append(_Pending(op_index, tpos, op.length, op.sha256, parts, len(content)))
                     pending_bytes += len(content)
                     while pending and (pending_bytes > MAX_PENDING_BYTES or pending[0].done()):
@@ -346,7 +370,9 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
             pass
     finally:
         pool.shutdown(wait=True)
-    return ApplyResult(target, header.target_size, got, op_index, resumed_at, source_check, time.monotonic() - started)
+    rate = round(meter.plain / meter.cpu * threads) if meter.cpu > 0 else None
+    return ApplyResult(target, header.target_size, got, op_index, resumed_at, source_check, time.monotonic() - started,
+                       meter.plain, rate)
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from .generic_plan import DraftPatch
 from .generic_plan import plan as generic_plan
 from .squashfs_plan import DraftBlocks, DraftCopy, DraftLiteral, DraftZero
 from .squashfs_plan import plan as squashfs_plan
+from .tradeoff import Candidate, choose
 
 Progress = Callable[[int, int], None]
 MAX_LITERAL = 8 << 20
@@ -62,6 +65,10 @@ class MakeResult:
     target_bytes: dict[str, int] = field(default_factory=dict)  # target bytes produced by kind
     unreproducible_blocks: int = 0
     seconds: float = 0.0
+    # set when the delta was made for a given link speed (see edge.delta.tradeoff)
+    shipped_ops: int = 0  # BLOCKS ops sent ready-compressed instead of rebuilt on the device
+    rebuild_rate: float | None = None  # plain bytes/s the device is assumed to recompress
+    estimated_seconds: dict[str, float] = field(default_factory=dict)  # streamed time to updated, before/after
 
 
 def file_sha256(fd: int, size: int) -> str:
@@ -129,6 +136,9 @@ class _Encoder:
         self.codec = codec
         self.source_codec = source_codec
         self.unreproducible = 0
+        self._lock = threading.Lock()
+        self.rebuilt_plain = 0  # plain bytes recompressed to check BLOCKS ops, and the CPU seconds it took
+        self.rebuild_cpu = 0.0
 
     def zstd(self, data: bytes, ref: bytes = b"") -> tuple[int, bytes]:
         if ref:
@@ -136,11 +146,11 @@ class _Encoder:
             return ENC_ZSTD_DICT, zstandard.ZstdCompressor(level=self.level, dict_data=d).compress(data)
         return ENC_ZSTD, zstandard.ZstdCompressor(level=self.level).compress(data)
 
-    def literal(self, data: bytes) -> list[Op]:
+    def literal(self, data: bytes, level: int | None = None) -> list[Op]:
         ops: list[Op] = []
         for i in range(0, len(data), MAX_LITERAL):
             piece = data[i : i + MAX_LITERAL]
-            _, packed = self.zstd(piece)
+            packed = zstandard.ZstdCompressor(level=level).compress(piece) if level else self.zstd(piece)[1]
             if len(packed) < len(piece):
                 ops.append(Literal(len(piece), ENC_ZSTD, packed))
             else:
@@ -209,7 +219,12 @@ class _Encoder:
         if self.codec is None:
             self.unreproducible += sum(1 for _, _, f in blocks if f == BLOCK_COMPRESSED)
             return self.literal(expected_all)
+        t0 = time.thread_time()
         ok = [rebuild_block(draft.mode, plain, flag, self.codec) == stored for plain, stored, flag in blocks]
+        spent = time.thread_time() - t0
+        with self._lock:
+            self.rebuilt_plain += sum(len(plain) for plain, _, flag in blocks if flag == BLOCK_COMPRESSED)
+            self.rebuild_cpu += spent
         ref = b""
         if draft.sources and any(ok):
             assert self.source_codec is not None
@@ -250,10 +265,21 @@ def make_delta(
     workers: int = 0,
     generic: bool = False,
     progress: Progress | None = None,
+    link_speed: float | None = None,
+    rebuild_rate: float | None = None,
 ) -> MakeResult:
-    """Write a delta that turns ``source`` into ``target`` (files or squashfs images)."""
-    import time
+    """Write a delta that turns ``source`` into ``target`` (files or squashfs images).
 
+    With ``link_speed`` (bytes/s of the device's download), changed squashfs
+    blocks whose recompression on the device would hold the install up longer
+    than downloading them are sent ready-compressed (see ``edge.delta.tradeoff``).
+    ``rebuild_rate`` is the plain bytes/s the device recompresses with all its
+    cores; by default this machine's rate, measured while checking the blocks.
+    """
+    if link_speed is not None and link_speed <= 0:
+        raise DeltaError(f"link speed must be positive, not {link_speed}")
+    if rebuild_rate is not None and rebuild_rate <= 0:
+        raise DeltaError(f"rebuild rate must be positive, not {rebuild_rate}")
     start = time.monotonic()
     sfd = os.open(source, os.O_RDONLY)
     tfd = os.open(target, os.O_RDONLY)
@@ -283,6 +309,9 @@ def make_delta(
                 if progress is not None:
                     progress(n + 1, total)
         ops = _merge(ops)
+        trade: tuple[int, float | None, dict[str, float]] = (0, None, {})
+        if link_speed is not None and kind == "squashfs":
+            ops, trade = _ship_compressed(ops, enc, link_speed, rebuild_rate, workers or os.cpu_count() or 1)
         if not any(isinstance(op, Blocks) for op in ops):
             sample = None  # nothing is recompressed on the device: no sample to check
         elif sample is not None:
@@ -299,7 +328,8 @@ def make_delta(
             generator=f"edge {__version__}",
         )
         result = MakeResult(out, 0, kind, codec.impl_version if codec else None, ssize, tsize,
-                            header.source_sha256, header.target_sha256, unreproducible_blocks=enc.unreproducible)
+                            header.source_sha256, header.target_sha256, unreproducible_blocks=enc.unreproducible,
+                            shipped_ops=trade[0], rebuild_rate=trade[1], estimated_seconds=trade[2])
         sample_frame = zstandard.ZstdCompressor(level=19).compress(sample) if codec is not None and sample else b""
         with atomic_output(out, prefix=".edge-delta-") as fh:
             fh.write(dfmt.encode_preamble(header, sample_frame))
@@ -317,6 +347,33 @@ def make_delta(
     finally:
         os.close(sfd)
         os.close(tfd)
+
+
+def _ship_compressed(ops: list[Op], enc: _Encoder, link_speed: float, rebuild_rate: float | None,
+                     threads: int) -> tuple[list[Op], tuple[int, float | None, dict[str, float]]]:
+    """Replace the BLOCKS ops ``tradeoff.choose`` picks by literals of their stored bytes."""
+    if rebuild_rate is None:
+        if enc.rebuilt_plain == 0 or enc.rebuild_cpu <= 0:
+            return ops, (0, None, {})
+        rebuild_rate = enc.rebuilt_plain / enc.rebuild_cpu * threads
+    positions, candidates, index = [], [], []
+    tpos = 0
+    for n, op in enumerate(ops):
+        if isinstance(op, Blocks) and BLOCK_COMPRESSED in op.flags:
+            positions.append(tpos)
+            index.append(n)
+            candidates.append(Candidate(op.content_len, op.length - len(dfmt.encode_op(op))))
+        tpos += op.length
+    size = sum(len(dfmt.encode_op(op)) for op in ops)
+    chosen, before, after = choose(candidates, size, link_speed, rebuild_rate)
+    replace = {index[i]: positions[i] for i in chosen}
+    out: list[Op] = []
+    for n, op in enumerate(ops):
+        if n in replace:
+            out += enc.literal(enc.tgt(replace[n], op.length), level=3)  # compressed blocks: raw, mostly
+        else:
+            out.append(op)
+    return out, (len(chosen), rebuild_rate, {"before": round(before.seconds, 3), "after": round(after.seconds, 3)})
 
 
 def _codec_header(codec: Codec | None, s_img: SquashfsImage | None) -> dict:

@@ -11,6 +11,8 @@ import pytest
 from signing.certs import certificate_pem
 from signing.files import write_file_atomic, write_private_key
 from tests.bundle.helpers import layout, make_image, read, write
+from tests.delta.helpers import base_entries, edit
+from tests.delta.helpers import write as write_sqfs
 from tests.signing.pki import issue
 from tests.signing.test_cli_keys import assert_one_line_error, edge
 
@@ -88,6 +90,25 @@ def test_delta_bundle(env, tmp_path):
     assert manifest["source"] == {"sha256": hashlib.sha256(read(old)).hexdigest(), "size": len(read(old))}
     assert manifest["target"]["size"] == len(read(new)) and manifest["delta"]["format"] == "edge-delta"
     assert sorted(os.listdir(tmp_path)) == ["d.edgeb", "new.sqfs", "old.sqfs"]  # the temporary payload is gone
+
+
+def test_delta_bundle_for_a_fast_link(env, tmp_path):
+    """--link-speed reaches the delta engine: on a (nearly) free link changed blocks are shipped ready-compressed."""
+    old = write_sqfs(base_entries(11), str(tmp_path / "old.sqfs"), compressor="zstd", level=19)
+    new = write_sqfs(edit(base_entries(11), 11), str(tmp_path / "new.sqfs"), compressor="zstd", level=19)
+    common = ("--compatible", "qemu", "--version", "2.0.0", "--delta-from", old)
+    create(env, tmp_path / "small.edgeb", *common, image=new)
+    create(env, tmp_path / "fast.edgeb", *common, "--link-speed", "100G", "--rebuild-rate", "1M", image=new)
+    sizes = {}
+    for name in ("small", "fast"):
+        info = json.loads(edge("bundle", "verify", str(tmp_path / f"{name}.edgeb"), "--keyring", env["keyring"],
+                               "--json").stdout)
+        assert info["payload_type"] == "delta"
+        sizes[name] = os.path.getsize(tmp_path / f"{name}.edgeb")
+    assert sizes["fast"] > sizes["small"]
+    assert_one_line_error(create(env, tmp_path / "x.edgeb", "--compatible", "qemu", "--version", "2.0.0",
+                                 "--link-speed", "1M", image=new, check=False), 2, "only apply to delta bundles")
+    assert not (tmp_path / "x.edgeb").exists()
 
 
 def test_create_refuses_a_certificate_devices_would_refuse(env, pki, tmp_path):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
+import sys
 
 import pytest
 
 from tests.conftest import require_tool, run
 
-EDGE = "/work/main/.venv/bin/edge"
+EDGE = os.path.join(os.path.dirname(sys.executable), "edge")  # the console script of the venv running the tests
 
 
 def edge(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
