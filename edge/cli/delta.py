@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 
 from edge.delta import apply_delta, make_delta, read_header
@@ -49,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "front to back. Checks the source's hash first and every op before writing; an "
                                  "interrupted apply resumes from its last checkpoint when run again.")
     a.add_argument("old", metavar="OLD")
-    a.add_argument("patch", metavar="PATCH")
+    a.add_argument("patch", metavar="PATCH", help="delta file, or an http(s) URL streamed with Range requests "
+                                                  "(applied while it downloads; a resume downloads only the rest)")
     a.add_argument("-o", "--output", required=True, metavar="TARGET", help="file or block device to write")
     a.add_argument("--state", metavar="FILE", help="checkpoint file (default: TARGET.edge-apply, or under "
                                                    "/var/lib/edge for block devices)")
@@ -92,9 +94,24 @@ def cmd_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delta_source(patch: str):  # type: ignore[no-untyped-def]
+    """A local path as is; an http(s) URL as an opener that starts a ranged download at an offset."""
+    from edge.device.source import HttpStream, is_url
+
+    if not is_url(patch):
+        return patch
+
+    def open_at(offset: int):  # type: ignore[no-untyped-def]
+        stream = HttpStream(patch)
+        stream.seek(offset)
+        return io.BufferedReader(stream, buffer_size=1 << 16)
+
+    return open_at
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     with Progress(f"applying {os.path.basename(args.patch)}") as bar:
-        result = apply_delta(args.old, args.patch, args.output, state_path=args.state, progress=bar.update,
+        result = apply_delta(args.old, _delta_source(args.patch), args.output, state_path=args.state, progress=bar.update,
                              workers=args.processors, checkpoint_bytes=parse_block_size(args.checkpoint_every))
     if args.json:
         print_json(dataclasses.asdict(result))

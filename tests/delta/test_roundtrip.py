@@ -175,3 +175,29 @@ def test_random_generic_pairs(tmp_path_factory, a, edits):
     (tmp / "a").write_bytes(a)
     (tmp / "b").write_bytes(bytes(b))
     roundtrip(str(tmp), str(tmp / "a"), str(tmp / "b"))
+
+
+def test_apply_streams_a_delta_from_a_url(tmp_path):
+    """`edge delta apply OLD URL`: ranged GETs, and a connection dropped mid-delta picks up where it broke."""
+    import http.server
+    import threading
+
+    from tests.conftest import run_edge
+    from tests.rangeserver import RangeHandler
+
+    old = write(base_entries(21), str(tmp_path / "old.sqfs"), compressor="zstd", level=19)
+    new = write(edit(base_entries(21), 21), str(tmp_path / "new.sqfs"), compressor="zstd", level=19)
+    make_delta(old, new, str(tmp_path / "d.delta"))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    srv.root, srv.requests, srv.drop_after = str(tmp_path), [], os.path.getsize(tmp_path / "d.delta") // 2
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        out = str(tmp_path / "out.img")
+        run_edge("delta", "apply", old, f"{base}/d.delta", "-o", out)
+        assert open(out, "rb").read() == open(new, "rb").read()
+        assert any(start > 0 for _, start in srv.requests)  # resumed at a byte offset, not from the start
+        missing = run_edge("delta", "apply", old, f"{base}/nope.delta", "-o", str(tmp_path / "x.img"), check=False)
+        assert missing.returncode != 0 and "HTTP 404" in missing.stderr and "Traceback" not in missing.stderr
+    finally:
+        srv.shutdown()
