@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := python3 python3-venv python3-pip squashfs-tools attr zstd xz-utils umoci skopeo bzip2 grub-common \
 	openssl grub-emu dosfstools mtools libubootenv-tool u-boot-tools u-boot-qemu qemu-system-arm
 # The benchmarks also build Debian trees and run the peer tools they compare against.
-BENCH_PACKAGES := debootstrap time xdelta3 bsdiff casync
+BENCH_PACKAGES := debootstrap time xdelta3 bsdiff casync curl
 
 .PHONY: demo test deps deps-bench install-packages venv bench clean
 

@@ -43,7 +43,7 @@ from .generic_plan import DraftPatch
 from .generic_plan import plan as generic_plan
 from .squashfs_plan import DraftBlocks, DraftCopy, DraftLiteral, DraftZero
 from .squashfs_plan import plan as squashfs_plan
-from .tradeoff import Candidate, choose
+from .tradeoff import Item, choose
 
 Progress = Callable[[int, int], None]
 MAX_LITERAL = 8 << 20
@@ -356,24 +356,26 @@ def _ship_compressed(ops: list[Op], enc: _Encoder, link_speed: float, rebuild_ra
         if enc.rebuilt_plain == 0 or enc.rebuild_cpu <= 0:
             return ops, (0, None, {})
         rebuild_rate = enc.rebuilt_plain / enc.rebuild_cpu * threads
-    positions, candidates, index = [], [], []
+    items: list[Item] = []
+    positions: list[int] = []
     tpos = 0
-    for n, op in enumerate(ops):
+    for op in ops:
+        size = len(dfmt.encode_op(op))
         if isinstance(op, Blocks) and BLOCK_COMPRESSED in op.flags:
-            positions.append(tpos)
-            index.append(n)
-            candidates.append(Candidate(op.content_len, op.length - len(dfmt.encode_op(op))))
+            items.append(Item(size, op.content_len, op.length))  # a literal of compressed bytes: about raw size
+        else:
+            items.append(Item(size))
+        positions.append(tpos)
         tpos += op.length
-    size = sum(len(dfmt.encode_op(op)) for op in ops)
-    chosen, before, after = choose(candidates, size, link_speed, rebuild_rate)
-    replace = {index[i]: positions[i] for i in chosen}
+    chosen, before, after = choose(items, link_speed, rebuild_rate)
+    replace = {i: positions[i] for i in chosen}
     out: list[Op] = []
     for n, op in enumerate(ops):
         if n in replace:
             out += enc.literal(enc.tgt(replace[n], op.length), level=3)  # compressed blocks: raw, mostly
         else:
             out.append(op)
-    return out, (len(chosen), rebuild_rate, {"before": round(before.seconds, 3), "after": round(after.seconds, 3)})
+    return out, (len(chosen), rebuild_rate, {"before": round(before, 3), "after": round(after, 3)})
 
 
 def _codec_header(codec: Codec | None, s_img: SquashfsImage | None) -> dict:
