@@ -36,7 +36,7 @@ def machine_line() -> str:
                             cwd=os.path.dirname(DOC)).stdout.strip() or "unknown"
     # Tracked code changed since that commit (docs/ excluded: the benchmarks write there) is measured too: say so.
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"],
-                           capture_output=True, text=True, cwd=os.path.dirname(DOC)).stdout.strip()
+                           capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(DOC))).stdout.strip()
     if dirty and commit != "unknown":
         commit += " plus uncommitted changes"
     return (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} x {cpu}, "
