@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,14 +72,18 @@ class Run:
 APPLY_RUNS = 3  # apply is timed this many times; the median is reported (the machine is shared and noisy)
 
 
-def timed_apply(cmd: list[str], out: Path) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Median wall time and peak RSS over APPLY_RUNS runs of an apply command writing ``out``."""
+def timed_apply(cmd: list[str], out: Path, runs: int = APPLY_RUNS,
+                after_each: Callable[[], object] | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
+    """Median wall time and peak RSS over ``runs`` runs of an apply command writing ``out``
+    (``after_each`` is called after every run, e.g. to check what it wrote)."""
     walls, rss, proc = [], 0, None
-    for _ in range(APPLY_RUNS):
+    for _ in range(runs):
         out.unlink(missing_ok=True)
         wall, r, proc = timed(cmd)
         walls.append(wall)
         rss = max(rss, r)
+        if after_each is not None:
+            after_each()
     assert proc is not None
     return sorted(walls)[len(walls) // 2], rss, proc
 

@@ -31,91 +31,29 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
-import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import rootfs as rf  # noqa: E402
-from bench.bench_delta import FLAVOURS, same  # noqa: E402
+from bench.bench_delta import FLAVOURS, same, timed_apply  # noqa: E402
 from bench.measure import timed  # noqa: E402
 from bench.report import machine_line, update_section  # noqa: E402
 from edge.cli.units import parse_rate  # noqa: E402
 from edge.delta import format as dfmt  # noqa: E402
+from tests.rangeserver import RangeHandler  # noqa: E402
 
 EDGE = str(rf.EDGE)
 PAIR = "security"
-CHUNK = 16 << 10
-
-
-class ThrottledHandler(http.server.BaseHTTPRequestHandler):
-    """Files of the server's directory with single Range support, sent at most ``server.rate`` bytes/s."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args) -> None:  # noqa: D401 - quiet
-        pass
-
-    def do_HEAD(self) -> None:
-        self._serve(head=True)
-
-    def do_GET(self) -> None:
-        self._serve(head=False)
-
-    def _serve(self, head: bool) -> None:
-        path = os.path.join(self.server.root, self.path.lstrip("/"))  # type: ignore[attr-defined]
-        if not os.path.isfile(path):
-            self.send_error(404)
-            return
-        size = os.path.getsize(path)
-        start, end = 0, size
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if m:
-            start = int(m.group(1))
-            end = min(size, int(m.group(2)) + 1) if m.group(2) else size
-            if start >= size:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(end - start))
-        self.end_headers()
-        if head:
-            return
-        rate = self.server.rate  # type: ignore[attr-defined]
-        due = time.monotonic()
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            left = end - start
-            while left:
-                chunk = fh.read(min(CHUNK, left))
-                now = time.monotonic()
-                if due > now:
-                    time.sleep(due - now)
-                try:
-                    self.wfile.write(chunk)
-                except (BrokenPipeError, ConnectionResetError):
-                    return
-                # strict cap: a reader that stalled gets no credit for the time it did not read
-                due = max(due, now) + len(chunk) / rate
-                left -= len(chunk)
 
 
 class Server:
     def __init__(self, root: Path) -> None:
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ThrottledHandler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
         self.httpd.root = str(root)  # type: ignore[attr-defined]
         self.httpd.rate = 1e6  # type: ignore[attr-defined]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -127,25 +65,12 @@ class Server:
         self.httpd.shutdown()
 
 
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
-def streamed(cmd: list[str], out: Path, new: Path | None, runs: int, shell: bool = False) -> tuple[float, bool]:
-    """Median wall seconds of ``cmd`` over ``runs`` runs, and whether every run produced ``new``."""
-    walls, ok = [], True
-    for _ in range(runs):
-        out.unlink(missing_ok=True)
-        for state in out.parent.glob(out.name + ".edge-apply"):
-            state.unlink()
-        start = time.monotonic()
-        proc = subprocess.run(cmd if not shell else " ".join(cmd), shell=shell, capture_output=True, text=True)
-        walls.append(time.monotonic() - start)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cmd} failed ({proc.returncode}): {proc.stderr[-2000:]!r}")
-        ok = ok and (new is None or same(out, new))
+def streamed(cmd: list[str], out: Path, new: Path, runs: int) -> tuple[float, bool]:
+    """Median wall seconds of ``cmd`` over ``runs`` runs, and whether every run wrote ``new``."""
+    matches: list[bool] = []
+    wall, _, _ = timed_apply(cmd, out, runs, after_each=lambda: matches.append(same(out, new)))
     out.unlink(missing_ok=True)
-    return median(walls), ok
+    return wall, all(matches)
 
 
 def sequential_floor(delta: Path, link: float, rebuild_rate: float) -> dict:
@@ -200,49 +125,40 @@ def main(argv: list[str] | None = None) -> int:
             old, new = rf.image(a, tool, comp, level), rf.image(b, tool, comp, level)
             shutil.copyfile(new, work / "full.sqfs")
             out = work / "out.img"
-            made = {}
             timed([EDGE, "delta", "make", str(old), str(new), "-o", str(work / "edge.delta")])
             timed(["xdelta3", "-9", "-e", "-f", "-s", str(old), str(new), str(work / "x.vcdiff")])
             # sequential formula, measured locally: apply wall time (median of runs) and the rebuild rate
-            walls = []
-            for _ in range(args.runs):
-                out.unlink(missing_ok=True)
-                wall, _, proc = timed([EDGE, "delta", "apply", str(old), str(work / "edge.delta"), "-o", str(out), "--json"])
-                walls.append(wall)
+            edge_apply, _, proc = timed_apply([EDGE, "delta", "apply", str(old), str(work / "edge.delta"), "-o", str(out),
+                                               "--json"], out, args.runs)
             applied = json.loads(proc.stdout)
+            x_apply = timed_apply(["xdelta3", "-d", "-f", "-s", str(old), str(work / "x.vcdiff"), str(out)], out, args.runs)[0]
             out.unlink(missing_ok=True)
-            xwalls = []
-            for _ in range(args.runs):
-                out.unlink(missing_ok=True)
-                xwalls.append(timed(["xdelta3", "-d", "-f", "-s", str(old), str(work / "x.vcdiff"), str(out)])[0])
-            out.unlink(missing_ok=True)
-            seq = {"edge_bytes": (work / "edge.delta").stat().st_size, "edge_apply": median(walls),
-                   "x_bytes": (work / "x.vcdiff").stat().st_size, "x_apply": median(xwalls),
-                   "rebuild_rate": applied["rebuild_rate"]}
+            seq = {"edge_bytes": (work / "edge.delta").stat().st_size, "edge_apply": edge_apply,
+                   "x_bytes": (work / "x.vcdiff").stat().st_size, "x_apply": x_apply}
             for link in links:
                 server.httpd.rate = link  # type: ignore[attr-defined]
                 name = f"edge-{link:g}.delta"
-                wall, _, proc = timed([EDGE, "delta", "make", str(old), str(new), "-o", str(work / name),
-                                       "--link-speed", f"{link:g}", "--json"])
-                made[link] = json.loads(proc.stdout)
+                _, _, proc = timed([EDGE, "delta", "make", str(old), str(new), "-o", str(work / name),
+                                    "--link-speed", f"{link:g}", "--json"])
+                made = json.loads(proc.stdout)
                 contenders = [
                     ("Edge (smallest delta)", work / "edge.delta",
-                     [EDGE, "delta", "apply", str(old), server.url("edge.delta"), "-o", str(out)], False),
+                     [EDGE, "delta", "apply", str(old), server.url("edge.delta"), "-o", str(out)]),
                     (f"Edge --link-speed {link / 1e6:g}M", work / name,
-                     [EDGE, "delta", "apply", str(old), server.url(name), "-o", str(out)], False),
+                     [EDGE, "delta", "apply", str(old), server.url(name), "-o", str(out)]),
                     ("xdelta3 -9 (curl | xdelta3 -d)", work / "x.vcdiff",
-                     [curl, "-sf", server.url("x.vcdiff"), "|", "xdelta3", "-d", "-c", "-s", str(old), ">", str(out)], True),
+                     ["sh", "-c", f"{curl} -sf {server.url('x.vcdiff')} | xdelta3 -d -c -s {old} > {out}"]),
                 ]
                 if link >= 5e6:  # 58 s per run at 1 MB/s: only at the faster link
                     contenders.append(("full image (download only)", work / "full.sqfs",
-                                       [curl, "-sf", "-o", str(out), server.url("full.sqfs")], False))
-                for label, path, cmd, shell in contenders:
+                                       [curl, "-sf", "-o", str(out), server.url("full.sqfs")]))
+                for label, path, cmd in contenders:
                     print(f"   {flavour} {link / 1e6:g} MB/s {label} ...", file=sys.stderr, flush=True)
-                    wall, good = streamed(cmd, out, new, args.runs, shell=shell)
+                    wall, good = streamed(cmd, out, new, args.runs)
                     ok = ok and good
                     rows.append({"flavour": flavour, "link": link, "label": label, "bytes": path.stat().st_size,
                                  "seconds": wall, "ok": good,
-                                 "shipped": made[link]["shipped_ops"] if "link-speed" in label else None})
+                                 "shipped": made["shipped_ops"] if "link-speed" in label else None})
                 floors[f"{flavour}@{link:g}"] = {**sequential_floor(work / "edge.delta", link, applied["rebuild_rate"]),
                                                  "x_formula": seq["x_bytes"] / link + seq["x_apply"],
                                                  "edge_formula": seq["edge_bytes"] / link + seq["edge_apply"]}

@@ -1,14 +1,27 @@
-"""A loopback HTTP server with Range support, for downloads that stream and resume."""
+"""A loopback HTTP server with Range support, for downloads that stream and resume.
+
+Used by the tests (dropped connections, resumes) and by bench/bench_stream.py
+(a rate-capped link).
+"""
 
 from __future__ import annotations
 
 import http.server
 import os
 import re
+import time
+
+CHUNK = 16 << 10
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves files from the server's directory with Range support (RFC 9110 single ranges)."""
+    """Serves files from ``server.root`` with Range support (RFC 9110 single ranges).
+
+    Optional server attributes: ``requests`` (a list; each GET appends ``(path, start)``),
+    ``drop_after`` (drop the next GET's connection once after that many body bytes) and
+    ``rate`` (send at most that many bytes/s; a strict cap: a reader that stalled gets no
+    burst to catch up).
+    """
 
     protocol_version = "HTTP/1.1"
 
@@ -26,33 +39,52 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         if not os.path.isfile(path):
             self.send_error(404)
             return
-        data = open(path, "rb").read()
-        start, end = 0, len(data)
+        size = os.path.getsize(path)
+        start, end = 0, size
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if m:
             start = int(m.group(1))
-            end = int(m.group(2)) + 1 if m.group(2) else len(data)
-            if start >= len(data):
+            end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+            if start >= size:
                 self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Range", f"bytes */{size}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         else:
             self.send_response(200)
-        body = data[start:end]
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(end - start))
         self.end_headers()
         if head:
             return
-        self.server.requests.append((self.path, start))
-        drop = self.server.drop_after
-        if drop is not None and len(body) > drop:
+        requests = getattr(self.server, "requests", None)
+        if requests is not None:
+            requests.append((self.path, start))
+        left = end - start
+        drop = getattr(self.server, "drop_after", None)
+        if drop is not None and left > drop:
             self.server.drop_after = None  # drop once, mid-transfer
-            self.wfile.write(body[:drop])
+            left = drop
+        else:
+            drop = None
+        rate = getattr(self.server, "rate", None)
+        due = time.monotonic()
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            while left:
+                chunk = fh.read(min(CHUNK, left))
+                now = time.monotonic()
+                if rate and due > now:
+                    time.sleep(due - now)
+                try:
+                    self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                if rate:
+                    due = max(due, now) + len(chunk) / rate
+                left -= len(chunk)
+        if drop is not None:
             self.wfile.flush()
             self.connection.shutdown(2)
-            return
-        self.wfile.write(body)

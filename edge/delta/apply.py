@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
 from collections import deque
@@ -39,7 +38,7 @@ from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
-from .blocks import block_size_of, fd_pread, read_reference, rebuild_block
+from .blocks import RebuildMeter, block_size_of, fd_pread, read_reference
 from .errors import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, TargetMismatchError
 from .format import ENC_RAW, ENC_ZSTD_DICT, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
 
@@ -62,25 +61,6 @@ class ApplyResult:
     seconds: float
     rebuilt_bytes: int = 0  # plain bytes recompressed into squashfs blocks
     rebuild_rate: float | None = None  # plain bytes/s this device recompresses with all its threads busy
-
-
-class _RebuildMeter:
-    """Counts the plain bytes the pool recompresses and the CPU seconds it takes (for ``edge delta make --rebuild-rate``)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.plain = 0
-        self.cpu = 0.0
-
-    def rebuild(self, mode: int, plain: bytes | memoryview, flag: int, codec: Codec) -> bytes:
-        t0 = time.thread_time()
-        out = rebuild_block(mode, plain, flag, codec)
-        spent = time.thread_time() - t0
-        if flag == dfmt.BLOCK_COMPRESSED:
-            with self.lock:
-                self.plain += len(plain)
-                self.cpu += spent
-        return out
 
 
 def read_header(delta: str | DeltaOpener) -> tuple[Header, bytes, bytes]:
@@ -272,7 +252,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
     src = fd_pread(sfd, header.source_size, "source")
     threads = workers or os.cpu_count() or 1
     pool = ThreadPoolExecutor(max_workers=threads)
-    meter = _RebuildMeter()
+    meter = RebuildMeter()
     last_cp_bytes, last_cp_time = tpos, time.monotonic()
 
     def checkpoint(status: str = "applying") -> None:
@@ -370,9 +350,9 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
             pass
     finally:
         pool.shutdown(wait=True)
-    rate = round(meter.plain / meter.cpu * threads) if meter.cpu > 0 else None
+    rate = meter.rate(threads)
     return ApplyResult(target, header.target_size, got, op_index, resumed_at, source_check, time.monotonic() - started,
-                       meter.plain, rate)
+                       meter.plain, round(rate) if rate is not None else None)
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from edge.squashfs import format as sqfmt
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
-from .blocks import fd_pread, read_reference, rebuild_block
+from .blocks import RebuildMeter, fd_pread, read_reference, rebuild_block
 from .errors import DeltaError
 from .format import (
     BLOCK_COMPRESSED,
@@ -136,9 +135,7 @@ class _Encoder:
         self.codec = codec
         self.source_codec = source_codec
         self.unreproducible = 0
-        self._lock = threading.Lock()
-        self.rebuilt_plain = 0  # plain bytes recompressed to check BLOCKS ops, and the CPU seconds it took
-        self.rebuild_cpu = 0.0
+        self.meter = RebuildMeter()  # the rebuilds that check BLOCKS ops: this machine's rebuild rate
 
     def zstd(self, data: bytes, ref: bytes = b"") -> tuple[int, bytes]:
         if ref:
@@ -219,12 +216,7 @@ class _Encoder:
         if self.codec is None:
             self.unreproducible += sum(1 for _, _, f in blocks if f == BLOCK_COMPRESSED)
             return self.literal(expected_all)
-        t0 = time.thread_time()
-        ok = [rebuild_block(draft.mode, plain, flag, self.codec) == stored for plain, stored, flag in blocks]
-        spent = time.thread_time() - t0
-        with self._lock:
-            self.rebuilt_plain += sum(len(plain) for plain, _, flag in blocks if flag == BLOCK_COMPRESSED)
-            self.rebuild_cpu += spent
+        ok = [self.meter.rebuild(draft.mode, plain, flag, self.codec) == stored for plain, stored, flag in blocks]
         ref = b""
         if draft.sources and any(ok):
             assert self.source_codec is not None
@@ -352,10 +344,9 @@ def make_delta(
 def _ship_compressed(ops: list[Op], enc: _Encoder, link_speed: float, rebuild_rate: float | None,
                      threads: int) -> tuple[list[Op], tuple[int, float | None, dict[str, float]]]:
     """Replace the BLOCKS ops ``tradeoff.choose`` picks by literals of their stored bytes."""
+    rebuild_rate = rebuild_rate or enc.meter.rate(threads)
     if rebuild_rate is None:
-        if enc.rebuilt_plain == 0 or enc.rebuild_cpu <= 0:
-            return ops, (0, None, {})
-        rebuild_rate = enc.rebuilt_plain / enc.rebuild_cpu * threads
+        return ops, (0, None, {})
     items: list[Item] = []
     positions: list[int] = []
     tpos = 0

@@ -129,10 +129,7 @@ def boot_check(config: DeviceConfig, env: dict[str, str] | None = None) -> BootC
 
 def mark_good(config: DeviceConfig, slot: str | None = None) -> str:
     """Confirm ``slot`` (default: the booted one) without health checks; commits a trial of it."""
-    backend = backend_for(config)
-    state = load_state(config.state_file)
-    slot = slot or backend.booted_slot()
-    _check(slot)
+    backend, state, slot = _marking(config, slot)
     backend.mark_good(slot)
     op = state.operation
     if op is not None and op.slot == slot and op.step in ("verified", "installed"):
@@ -145,10 +142,7 @@ def mark_good(config: DeviceConfig, slot: str | None = None) -> str:
 
 def mark_bad(config: DeviceConfig, slot: str | None = None) -> str:
     """Reject ``slot`` (default: the booted one): the bootloader will not start it again."""
-    backend = backend_for(config)
-    state = load_state(config.state_file)
-    slot = slot or backend.booted_slot()
-    _check(slot)
+    backend, state, slot = _marking(config, slot)
     backend.mark_bad(slot)
     op = state.operation
     if op is not None and op.slot == slot:
@@ -211,6 +205,15 @@ def status(config: DeviceConfig) -> dict[str, Any]:
         "boot_control": boot,
         "history": state.history[-10:],
     }
+
+
+def _marking(config: DeviceConfig, slot: str | None):  # type: ignore[no-untyped-def]
+    """(backend, state, slot) for marking ``slot`` by hand; the booted slot when none is named."""
+    backend = backend_for(config)
+    state = load_state(config.state_file)
+    slot = slot or backend.booted_slot()
+    _check(slot)
+    return backend, state, slot
 
 
 def _check(slot: str) -> None:
