@@ -127,6 +127,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def delta_info(path: str) -> dict:
     header, _, sample = read_header(path)
     counts: dict[str, dict[str, int]] = {}
+    encodings: dict[str, dict[str, int]] = {}  # how the blocks and patch ops carry their content
     with open(path, "rb") as fh:
         reader = dfmt.DeltaReader(fh, path)
         reader.preamble()
@@ -139,6 +140,11 @@ def delta_info(path: str) -> dict:
             c["ops"] += 1
             c["delta_bytes"] += reader.pos - before
             c["target_bytes"] += op.length
+            if isinstance(op, (dfmt.Blocks, dfmt.Patch)):
+                e = encodings.setdefault(dfmt.ENC_NAMES[op.encoding], {"ops": 0, "patch_bytes": 0, "content_bytes": 0})
+                e["ops"] += 1
+                e["patch_bytes"] += len(op.patch)
+                e["content_bytes"] += op.content_len if isinstance(op, dfmt.Blocks) else op.length
     return {
         "delta": path,
         "size": os.path.getsize(path),
@@ -150,6 +156,7 @@ def delta_info(path: str) -> dict:
         "op_count": header.op_count,
         "generator": header.generator,
         "ops": counts,
+        "patch_encodings": encodings,
     }
 
 
@@ -171,4 +178,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"\n{'kind':8} {'ops':>7} {'delta bytes':>12} {'target bytes':>13}")
     for kind, c in sorted(info["ops"].items()):
         print(f"{kind:8} {c['ops']:>7} {c['delta_bytes']:>12} {c['target_bytes']:>13}")
+    if info["patch_encodings"]:
+        print(f"\n{'patch':9} {'ops':>6} {'patch bytes':>12} {'content bytes':>14}")
+        for enc, c in sorted(info["patch_encodings"].items()):
+            print(f"{enc:9} {c['ops']:>6} {c['patch_bytes']:>12} {c['content_bytes']:>14}")
     return 0

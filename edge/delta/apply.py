@@ -32,15 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import zstandard
-
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
 from .blocks import RebuildMeter, block_size_of, fd_pread, read_reference
 from .errors import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, TargetMismatchError
-from .format import ENC_RAW, ENC_ZSTD_DICT, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
+from .format import ENC_RAW, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
+from .patches import read_patch, unzstd, uses_reference
 
 Progress = Callable[[int, int], None]
 DeltaOpener = Callable[[int], BinaryIO]
@@ -117,7 +116,7 @@ def check_sample(header: Header, codec: Codec | None, sample_frame: bytes) -> No
     if codec is None or not header.sample_sha256:
         return
     try:
-        plain = _zstd(sample_frame, dfmt.MAX_SAMPLE)
+        plain = unzstd(sample_frame, dfmt.MAX_SAMPLE)
     except CorruptDeltaError:
         raise CorruptDeltaError("delta sample block is corrupt") from None
     got = hashlib.sha256(codec.compress(plain)).hexdigest()
@@ -126,22 +125,6 @@ def check_sample(header: Header, codec: Codec | None, sample_frame: bytes) -> No
             f"this device cannot reproduce {codec.name} level {codec.level} blocks byte for byte "
             f"(the delta was made with {header.codec.get('impl_version') if header.codec else '?'}, "
             f"this device has {codec.impl_version}); send a full bundle")
-
-
-def _zstd(frame: bytes, limit: int, ref: bytes = b"") -> bytes:
-    try:
-        size = zstandard.frame_content_size(frame)
-        if size > limit:
-            raise CorruptDeltaError(f"a compressed op claims {size} bytes, more than {limit}")
-        if ref:
-            d = zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-            dctx = zstandard.ZstdDecompressor(dict_data=d, max_window_size=1 << 26)
-        else:
-            dctx = zstandard.ZstdDecompressor(max_window_size=1 << 26)
-        out = dctx.decompress(frame, max_output_size=limit)
-    except zstandard.ZstdError as exc:
-        raise CorruptDeltaError(f"a compressed op does not decompress: {exc}") from None
-    return out
 
 
 def default_state_path(target: str) -> str:
@@ -373,8 +356,8 @@ def _blocks_content(op: Blocks, index: int, src: Callable[[int, int], bytes], co
     """The new plain content of a blocks op: its patch decoded against the decompressed source extents."""
     if codec is None or source_codec is None:
         raise CorruptDeltaError(f"{name}: blocks op {index} in a delta without a compressor")
-    ref = read_reference(op.sources, src, source_codec) if op.encoding == ENC_ZSTD_DICT else b""
-    content = op.patch if op.encoding == ENC_RAW else _zstd(op.patch, op.content_len, ref)
+    ref = read_reference(op.sources, src, source_codec) if uses_reference(op.encoding) else b""
+    content = read_patch(op.encoding, op.patch, op.content_len, ref)
     if len(content) != op.content_len:
         raise CorruptDeltaError(f"{name}: blocks op {index} decodes to {len(content)} bytes, expected {op.content_len}")
     return content
@@ -396,13 +379,13 @@ def _apply_op(op: dfmt.Op, index: int, src: Callable[[int, int], bytes], out: He
             out.write(zero[:n], tpos + done)
             done += n
     elif isinstance(op, Literal):
-        data = op.data if op.encoding == ENC_RAW else _zstd(op.data, op.length)
+        data = op.data if op.encoding == ENC_RAW else unzstd(op.data, op.length)
         if len(data) != op.length:
             raise CorruptDeltaError(f"{name}: literal op {index} holds {len(data)} bytes, expected {op.length}")
         out.write(data, tpos)
     elif isinstance(op, Patch):
-        ref = src(op.src, op.src_len) if op.encoding == ENC_ZSTD_DICT else b""
-        data = op.patch if op.encoding == ENC_RAW else _zstd(op.patch, op.length, ref)
+        ref = src(op.src, op.src_len) if uses_reference(op.encoding) else b""
+        data = read_patch(op.encoding, op.patch, op.length, ref)
         if len(data) != op.length or hashlib.sha256(data).digest() != op.sha256:
             raise CorruptDeltaError(f"{name}: patch op {index} does not produce the expected bytes (corrupt delta)")
         out.write(data, tpos)

@@ -23,7 +23,8 @@ from typing import BinaryIO
 from .errors import CorruptDeltaError
 
 MAGIC = b"EDGEDELT"
-VERSION = 1
+VERSION = 2  # 2 added ENC_BSDIFF; version 1 deltas (a subset) are still read
+READABLE_VERSIONS = frozenset({1, 2})
 PREAMBLE = struct.Struct("<8sII")
 MAX_HEADER = 1 << 20
 MAX_SAMPLE = 1 << 20
@@ -44,6 +45,9 @@ OP_NAMES = {OP_COPY: "copy", OP_ZERO: "zero", OP_LITERAL: "literal", OP_BLOCKS: 
 ENC_RAW = 0
 ENC_ZSTD = 1  # zstd frame, no dictionary
 ENC_ZSTD_DICT = 2  # zstd frame, the op's reference bytes as a raw-content dictionary
+ENC_BSDIFF = 3  # bsdiff control/diff/extra streams against the op's reference (see patches.py)
+PATCH_ENCODINGS = (ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT, ENC_BSDIFF)
+ENC_NAMES = {ENC_RAW: "raw", ENC_ZSTD: "zstd", ENC_ZSTD_DICT: "zstd-dict", ENC_BSDIFF: "bsdiff"}
 
 MODE_DATA = 0  # squashfs data/fragment blocks: each stored as-is, size words live in the inodes
 MODE_METADATA = 1  # squashfs metadata blocks: 8 KiB plain, each prefixed by its 2-byte header
@@ -155,8 +159,9 @@ class Header:
     def from_json(cls, raw: bytes) -> "Header":
         try:
             obj = json.loads(raw)
-            if obj.get("format") != VERSION:
-                raise CorruptDeltaError(f"delta header format {obj.get('format')!r} is not supported (expected {VERSION})")
+            if obj.get("format") not in READABLE_VERSIONS:
+                raise CorruptDeltaError(f"delta header format {obj.get('format')!r} is not supported (this Edge reads "
+                                        f"{', '.join(map(str, sorted(READABLE_VERSIONS)))})")
             return cls(
                 kind=_str(obj["kind"], "kind", ("squashfs", "generic")),
                 source_size=_uint(obj["source"]["size"], "source.size"),
@@ -296,8 +301,9 @@ class DeltaReader:
         magic, version, hlen = PREAMBLE.unpack(raw)
         if magic != MAGIC:
             raise CorruptDeltaError(f"{self.name}: not an Edge delta (bad magic {magic[:8]!r})")
-        if version != VERSION:
-            raise CorruptDeltaError(f"{self.name}: delta format version {version} is not supported (expected {VERSION})")
+        if version not in READABLE_VERSIONS:
+            raise CorruptDeltaError(f"{self.name}: delta format version {version} is not supported (this Edge reads "
+                                    f"{', '.join(map(str, sorted(READABLE_VERSIONS)))}); update Edge on this device")
         if hlen > MAX_HEADER:
             raise self._err(f"header length {hlen} exceeds the limit of {MAX_HEADER}")
         header_raw = self.read_exact(hlen, "header")
@@ -339,7 +345,7 @@ class DeltaReader:
             nflags = self.capped("block count", MAX_OP_CONTENT // 4096 + 1)
             flags = unpack_flags(self.read_exact((nflags + 3) // 4, "block flags"), nflags)
             enc = self.read_exact(1, "patch encoding")[0]
-            if enc not in (ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT):
+            if enc not in PATCH_ENCODINGS:
                 raise self._err(f"patch encoding {enc} is unknown")
             patch = self.read_exact(self.capped("patch length", MAX_PATCH), "patch")
             length = self.capped("target length", MAX_OP_CONTENT + MAX_OP_CONTENT // 4096 * 2 + 2)
@@ -350,7 +356,7 @@ class DeltaReader:
             src_len = self.capped("patch source length", MAX_OP_REFERENCE)
             length = self.capped("patch target length", MAX_OP_CONTENT)
             enc = self.read_exact(1, "patch encoding")[0]
-            if enc not in (ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT):
+            if enc not in PATCH_ENCODINGS:
                 raise self._err(f"patch encoding {enc} is unknown")
             patch = self.read_exact(self.capped("patch length", MAX_PATCH), "patch")
             return Patch(src, src_len, length, enc, patch, self.read_exact(32, "op hash"))

@@ -26,7 +26,6 @@ from .format import (
     BLOCK_STORED,
     ENC_RAW,
     ENC_ZSTD,
-    ENC_ZSTD_DICT,
     MODE_DATA,
     MODE_METADATA,
     Blocks,
@@ -39,6 +38,7 @@ from .format import (
     Zero,
 )
 from .generic_plan import DraftPatch
+from .patches import make_patch, uses_reference
 from .generic_plan import plan as generic_plan
 from .squashfs_plan import DraftBlocks, DraftCopy, DraftLiteral, DraftZero
 from .squashfs_plan import plan as squashfs_plan
@@ -137,17 +137,11 @@ class _Encoder:
         self.unreproducible = 0
         self.meter = RebuildMeter()  # the rebuilds that check BLOCKS ops: this machine's rebuild rate
 
-    def zstd(self, data: bytes, ref: bytes = b"") -> tuple[int, bytes]:
-        if ref:
-            d = zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-            return ENC_ZSTD_DICT, zstandard.ZstdCompressor(level=self.level, dict_data=d).compress(data)
-        return ENC_ZSTD, zstandard.ZstdCompressor(level=self.level).compress(data)
-
     def literal(self, data: bytes, level: int | None = None) -> list[Op]:
         ops: list[Op] = []
         for i in range(0, len(data), MAX_LITERAL):
             piece = data[i : i + MAX_LITERAL]
-            packed = zstandard.ZstdCompressor(level=level).compress(piece) if level else self.zstd(piece)[1]
+            packed = zstandard.ZstdCompressor(level=level or self.level).compress(piece)
             if len(packed) < len(piece):
                 ops.append(Literal(len(piece), ENC_ZSTD, packed))
             else:
@@ -167,8 +161,8 @@ class _Encoder:
         if isinstance(draft, DraftPatch):
             data = self.tgt(draft.offset, draft.length)
             ref = self.src(draft.src, draft.src_len) if draft.src_len else b""
-            enc, packed = self.zstd(data, ref)
-            op = Patch(draft.src, draft.src_len if enc == ENC_ZSTD_DICT else 0, draft.length, enc, packed,
+            enc, packed = make_patch(data, ref, self.level)
+            op = Patch(draft.src, draft.src_len if uses_reference(enc) else 0, draft.length, enc, packed,
                        hashlib.sha256(data).digest())
             alt = self.literal(data)
             return [op] if len(dfmt.encode_op(op)) < sum(len(dfmt.encode_op(o)) for o in alt) else alt
@@ -235,8 +229,8 @@ class _Encoder:
             else:
                 content = b"".join(plain for plain, _, _ in seg)
                 flags = tuple(f for _, _, f in seg)
-                enc, patch = self.zstd(content, ref)
-                sources = tuple(draft.sources) if enc == ENC_ZSTD_DICT else ()
+                enc, patch = make_patch(content, ref, self.level)
+                sources = tuple(draft.sources) if uses_reference(enc) else ()
                 op = Blocks(draft.mode, sources, len(content), flags, enc, patch, len(expected), hashlib.sha256(expected).digest())
                 # (each block of this segment was rebuilt above with the device's code and matched)
                 if len(dfmt.encode_op(op)) < len(expected):

@@ -1,0 +1,145 @@
+"""Content patches: the bytes a BLOCKS or PATCH op decodes into the new content.
+
+Three encodings carry a patch (ids in ``format``):
+
+- ``ENC_ZSTD``: one zstd frame of the content (no reference);
+- ``ENC_ZSTD_DICT``: one zstd frame made with the reference as a raw-content
+  dictionary (what ``zstd --patch-from`` does);
+- ``ENC_BSDIFF``: bsdiff's three streams (Colin Percival's algorithm, as
+  computed by the ``bsdiff4`` library): control tuples, byte-wise differences
+  against approximately matching reference regions, and extra bytes with no
+  match.  Each stream is one zstd frame.  Layout::
+
+      varint len(control frame) | varint len(diff frame) | control frame | diff frame | extra frame
+
+  Machine code that moved keeps most bytes and shifts its addresses by small
+  constants; the difference stream is then mostly zeros and a few recurring
+  values, which compresses far better than re-finding each run as a match.  On
+  the security pair (libcrypto, libapt-pkg, python3.11) it is 18% smaller than
+  the dictionary patch.
+
+The generator tries the dictionary patch and bsdiff and keeps the smaller;
+the applier decodes either with every size checked before it is allocated.
+Pure: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import bsdiff4.core
+import zstandard
+
+from .errors import CorruptDeltaError
+from .format import ENC_BSDIFF, ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT
+
+CONTROL_TUPLE = 24  # three signed 64-bit integers: diff length, extra length, reference seek
+
+
+def control_limit(length: int) -> int:
+    """Largest control stream a patch producing ``length`` bytes may carry (one tuple per 64 output bytes,
+    plus a few): bounds the applier's memory; the generator uses a dictionary patch beyond it."""
+    return CONTROL_TUPLE * (length // 64 + 16)
+
+
+def unzstd(frame: bytes | memoryview, limit: int, ref: bytes = b"") -> bytes:
+    """Decompress one zstd frame of at most ``limit`` bytes (``ref``: raw-content dictionary)."""
+    try:
+        size = zstandard.frame_content_size(frame)
+        if size > limit:
+            raise CorruptDeltaError(f"a compressed op claims {size} bytes, more than {limit}")
+        if ref:
+            d = zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+            dctx = zstandard.ZstdDecompressor(dict_data=d, max_window_size=1 << 26)
+        else:
+            dctx = zstandard.ZstdDecompressor(max_window_size=1 << 26)
+        out = dctx.decompress(frame, max_output_size=limit)
+    except zstandard.ZstdError as exc:
+        raise CorruptDeltaError(f"a compressed op does not decompress: {exc}") from None
+    if len(out) > limit:
+        raise CorruptDeltaError(f"a compressed op inflates past {limit} bytes")
+    return out
+
+
+def _raw_dict(ref: bytes) -> zstandard.ZstdCompressionDict:
+    return zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise CorruptDeltaError("bsdiff patch: its stream lengths are cut off")
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, pos
+        shift += 7
+        if shift > 63:
+            raise CorruptDeltaError("bsdiff patch: a stream length is longer than 64 bits")
+
+
+def encode_bsdiff(data: bytes, ref: bytes, level: int) -> bytes | None:
+    """The ENC_BSDIFF payload turning ``ref`` into ``data``, or None when its control stream is too
+    large for the applier's bound (content with no long matches: a dictionary patch does as well)."""
+    control, diff, extra = bsdiff4.core.diff(ref, data)
+    if len(control) > control_limit(len(data)):
+        return None
+    # (the extra stream with the reference as dictionary is 4% smaller, but loading a level-19
+    # dictionary costs as much CPU as the patch it would shorten)
+    z = zstandard.ZstdCompressor(level=level)
+    c, d, e = z.compress(control), z.compress(diff), z.compress(extra)
+    return _varint(len(c)) + _varint(len(d)) + c + d + e
+
+
+def decode_bsdiff(payload: bytes | memoryview, length: int, ref: bytes) -> bytes:
+    """Apply an ENC_BSDIFF payload to ``ref``: exactly ``length`` bytes, or CorruptDeltaError."""
+    view = memoryview(payload)
+    clen, pos = _read_varint(view, 0)
+    dlen, pos = _read_varint(view, pos)
+    if clen > len(view) - pos or dlen > len(view) - pos - clen:
+        raise CorruptDeltaError(f"bsdiff patch: streams of {clen} and {dlen} bytes do not fit in {len(view)} bytes")
+    control = unzstd(view[pos : pos + clen], control_limit(length))
+    if len(control) % CONTROL_TUPLE:
+        raise CorruptDeltaError(f"bsdiff patch: control stream of {len(control)} bytes is not whole tuples")
+    diff = unzstd(view[pos + clen : pos + clen + dlen], length)
+    extra = unzstd(view[pos + clen + dlen :], length - len(diff))
+    try:
+        out = bsdiff4.core.patch(ref, length, control, diff, extra)
+    except (ValueError, OverflowError) as exc:
+        raise CorruptDeltaError(f"bsdiff patch does not apply: {exc}") from None
+    return out
+
+
+def make_patch(data: bytes, ref: bytes, level: int, *, bsdiff: bool = True) -> tuple[int, bytes]:
+    """(encoding, payload) of the smallest patch from ``ref`` to ``data`` (zstd alone without a reference)."""
+    if not ref:
+        return ENC_ZSTD, zstandard.ZstdCompressor(level=level).compress(data)
+    best = (ENC_ZSTD_DICT, zstandard.ZstdCompressor(level=level, dict_data=_raw_dict(ref)).compress(data))
+    if bsdiff and data:
+        payload = encode_bsdiff(data, ref, level)
+        # checked here with the applier's own decoder: a patch that does not reproduce is never shipped
+        if payload is not None and len(payload) < len(best[1]) and decode_bsdiff(payload, len(data), ref) == data:
+            best = (ENC_BSDIFF, payload)
+    return best
+
+
+def uses_reference(encoding: int) -> bool:
+    return encoding in (ENC_ZSTD_DICT, ENC_BSDIFF)
+
+
+def read_patch(encoding: int, payload: bytes, length: int, ref: bytes) -> bytes:
+    """The content a patch decodes to (``length`` bytes at most; callers check the exact length)."""
+    if encoding == ENC_RAW:
+        return payload
+    if encoding == ENC_BSDIFF:
+        return decode_bsdiff(payload, length, ref)
+    return unzstd(payload, length, ref if encoding == ENC_ZSTD_DICT else b"")

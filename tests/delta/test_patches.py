@@ -1,0 +1,156 @@
+"""Content patches (edge/delta/patches.py): zstd with a dictionary and bsdiff, chosen per op."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.delta import CorruptDeltaError
+from edge.delta import format as dfmt
+from edge.delta.patches import (
+    control_limit,
+    decode_bsdiff,
+    encode_bsdiff,
+    make_patch,
+    read_patch,
+)
+from tests.delta.helpers import code_blob
+
+
+@st.composite
+def edited(draw) -> tuple[bytes, bytes]:
+    """(reference, new content): random bytes, then spliced, overwritten and shifted pieces."""
+    ref = draw(st.binary(min_size=1, max_size=4000))
+    data = bytearray(ref)
+    for _ in range(draw(st.integers(0, 6))):
+        at = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["insert", "delete", "overwrite", "add"]))
+        piece = draw(st.binary(min_size=1, max_size=64))
+        if kind == "insert":
+            data[at:at] = piece
+        elif kind == "delete":
+            del data[at : at + len(piece)]
+        elif kind == "overwrite":
+            data[at : at + len(piece)] = piece
+        else:  # small arithmetic change of a run, as when addresses move
+            for i in range(at, min(len(data), at + len(piece))):
+                data[i] = (data[i] + piece[0]) & 0xFF
+    return ref, bytes(data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(edited())
+def test_bsdiff_payload_round_trips(pair):
+    ref, data = pair
+    payload = encode_bsdiff(data, ref, 3)
+    if payload is None:  # only when the control stream is over the applier's bound
+        import bsdiff4.core
+
+        assert len(bsdiff4.core.diff(ref, data)[0]) > control_limit(len(data))
+        return
+    assert decode_bsdiff(payload, len(data), ref) == data
+
+
+@settings(max_examples=150, deadline=None)
+@given(edited(), st.booleans())
+def test_make_patch_picks_the_smaller_and_it_decodes(pair, with_ref):
+    ref, data = pair
+    ref = ref if with_ref else b""
+    enc, payload = make_patch(data, ref, 3)
+    assert read_patch(enc, payload, len(data), ref) == data
+    if ref:
+        _, dict_only = make_patch(data, ref, 3, bsdiff=False)
+        assert len(payload) <= len(dict_only)
+        assert enc in (dfmt.ENC_ZSTD_DICT, dfmt.ENC_BSDIFF)
+    else:
+        assert enc == dfmt.ENC_ZSTD
+
+
+def test_relocated_code_is_carried_by_bsdiff_at_a_fraction_of_the_dictionary_patch():
+    old = code_blob(1, 40_000)
+    new = code_blob(1, 40_000, shift=0x40, insert_at=20_000)
+    enc, payload = make_patch(new, old, 19)
+    _, dict_only = make_patch(new, old, 19, bsdiff=False)
+    assert enc == dfmt.ENC_BSDIFF
+    assert len(payload) * 3 < len(dict_only)  # measured: 10,274 vs 48,461 bytes
+    assert read_patch(enc, payload, len(new), old) == new
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_damaged_bsdiff_payloads_fail_cleanly(data):
+    old = code_blob(2, 3000)
+    new = code_blob(2, 3000, shift=0x40, insert_at=1500)
+    payload = bytearray(encode_bsdiff(new, old, 3) or b"")
+    assert payload
+    how = data.draw(st.sampled_from(["flip", "truncate", "extend"]))
+    if how == "flip":
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(0, len(payload) - 1))
+            payload[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif how == "truncate":
+        del payload[data.draw(st.integers(0, len(payload) - 1)) :]
+    else:
+        payload += data.draw(st.binary(min_size=1, max_size=16))
+    try:
+        out = decode_bsdiff(bytes(payload), len(new), old)
+    except CorruptDeltaError:
+        return
+    assert len(out) == len(new)  # a damage the streams cannot show (e.g. in a diff byte): the op hash catches it
+
+
+def _payload(control: bytes, diff: bytes, extra: bytes) -> bytes:
+    z = zstandard.ZstdCompressor(level=1)
+    c, d, e = z.compress(control), z.compress(diff), z.compress(extra)
+    return dfmt.varint(len(c)) + dfmt.varint(len(d)) + c + d + e
+
+
+def test_hostile_bsdiff_streams_are_refused_before_allocating():
+    ref = b"r" * 100
+    # a control stream claiming far more tuples than the output could use
+    huge = zstandard.ZstdCompressor(level=1).compress(bytes(24 * 1_000_000))
+    with pytest.raises(CorruptDeltaError, match="more than"):
+        decode_bsdiff(dfmt.varint(len(huge)) + dfmt.varint(0) + huge, 100, ref)
+    # negative lengths, lengths past the output, a reference position that overflows: refused by the patcher
+    for tuples in [[(-1, 0, 0)], [(0, -5, 0)], [(200, 0, 0)], [(0, 200, 0)], [(0, 0, -(1 << 62))] * 3 + [(100, 0, 0)]]:
+        control = b"".join(_offt(v) for t in tuples for v in t)
+        diff = bytes(min(100, sum(max(t[0], 0) for t in tuples)))
+        extra = bytes(min(100, sum(max(t[1], 0) for t in tuples)))
+        with pytest.raises(CorruptDeltaError, match="does not apply"):
+            decode_bsdiff(_payload(control, diff, extra), 100, ref)
+    # streams that do not cover the output exactly
+    with pytest.raises(CorruptDeltaError, match="does not apply"):
+        decode_bsdiff(_payload(_offt(10) + _offt(0) + _offt(0), bytes(10), b""), 100, ref)
+    with pytest.raises(CorruptDeltaError, match="whole tuples"):
+        decode_bsdiff(_payload(bytes(23), b"", b""), 0, ref)
+    with pytest.raises(CorruptDeltaError, match="do not fit"):
+        decode_bsdiff(dfmt.varint(1000) + dfmt.varint(0) + b"xx", 10, ref)
+    assert control_limit(100) < 24 * 1_000_000
+
+
+def _offt(v: int) -> bytes:
+    """bsdiff's integer encoding: 63-bit magnitude, little-endian, sign in the top bit."""
+    return struct.pack("<Q", abs(v) | (1 << 63 if v < 0 else 0))
+
+
+def test_reader_accepts_bsdiff_and_version_1_deltas_and_refuses_unknown_encodings():
+    op = dfmt.Patch(0, 10, 5, dfmt.ENC_BSDIFF, b"payload", bytes(32))
+    import io
+
+    got = dfmt.DeltaReader(io.BytesIO(dfmt.encode_op(op)), "d").op()
+    assert got == op
+    bad = bytearray(dfmt.encode_op(op))
+    bad[bad.index(dfmt.ENC_BSDIFF, 3)] = 9
+    with pytest.raises(CorruptDeltaError, match="patch encoding 9 is unknown"):
+        dfmt.DeltaReader(io.BytesIO(bytes(bad)), "d").op()
+    header = dfmt.Header("generic", 1, "0" * 64, 1, "1" * 64, 0)
+    pre = dfmt.encode_preamble(header, None)
+    assert struct.unpack("<I", pre[8:12])[0] == dfmt.VERSION == 2
+    v1 = pre[:8] + struct.pack("<I", 1) + pre[12:]
+    v1 = v1.replace(b'"format":2', b'"format":1')
+    hdr, _, _ = dfmt.DeltaReader(io.BytesIO(v1), "d").preamble()
+    assert hdr.source_sha256 == "0" * 64
