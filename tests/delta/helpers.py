@@ -115,15 +115,15 @@ def write_dir(entries: list[Entry], root: str) -> str:
 def code_blob(seed: int, count: int, shift: int = 0, insert_at: int | None = None) -> bytes:
     """Machine-code-like bytes: 6-byte instructions with absolute 32-bit addresses.
 
-    ``shift`` moves every address above a threshold, as relinking after a change does, and
+    ``shift`` moves the addresses above a threshold (a quarter of them), as relinking after a change does, and
     ``insert_at`` inserts 37 bytes of new code before that instruction.
     """
     rnd = random.Random(seed)
     out = bytearray()
     for i in range(count):
         if i == insert_at:
-            out += rnd.randbytes(37)
+            out += random.Random(-seed).randbytes(37)  # its own generator: the code after it stays the same
         opcode = rnd.choice([0xE8, 0xE9, 0x48, 0x8B, 0x89, 0xFF, 0x0F])
         addr = 0x401000 + rnd.randrange(0, 0x80000) * 4
-        out += bytes([opcode]) + struct.pack("<I", addr + (shift if addr >= 0x440000 else 0)) + bytes([rnd.choice([0x90, 0xC3, 0x5D])])
+        out += bytes([opcode]) + struct.pack("<I", addr + (shift if addr >= 0x580000 else 0)) + bytes([rnd.choice([0x90, 0xC3, 0x5D])])
     return bytes(out)

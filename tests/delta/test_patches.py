@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from edge.delta import CorruptDeltaError
 from edge.delta import format as dfmt
 from edge.delta.patches import (
+    BSDIFF_CLEAR_WIN,
+    BSDIFF_MAX_RATIO,
+    QUICK_LEVEL,
     control_limit,
     decode_bsdiff,
     encode_bsdiff,
@@ -56,18 +59,24 @@ def test_bsdiff_payload_round_trips(pair):
 
 
 @settings(max_examples=150, deadline=None)
-@given(edited(), st.booleans())
-def test_make_patch_picks_the_smaller_and_it_decodes(pair, with_ref):
+@given(edited(), st.booleans(), st.sampled_from([3, 19]))
+def test_make_patch_keeps_the_smallest_tried_and_it_decodes(pair, with_ref, level):
     ref, data = pair
     ref = ref if with_ref else b""
-    enc, payload = make_patch(data, ref, 3)
+    enc, payload = make_patch(data, ref, level)
     assert read_patch(enc, payload, len(data), ref) == data
-    if ref:
-        _, dict_only = make_patch(data, ref, 3, bsdiff=False)
-        assert len(payload) <= len(dict_only)
-        assert enc in (dfmt.ENC_ZSTD_DICT, dfmt.ENC_BSDIFF)
-    else:
+    if not ref:
         assert enc == dfmt.ENC_ZSTD
+        return
+    d = zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    quick = len(zstandard.ZstdCompressor(level=min(level, QUICK_LEVEL), dict_data=d).compress(data))
+    full = len(zstandard.ZstdCompressor(level=level, dict_data=d).compress(data))
+    assert len(payload) <= quick  # never worse than the quick dictionary patch
+    if enc == dfmt.ENC_BSDIFF and len(payload) < BSDIFF_CLEAR_WIN * quick:
+        return  # a clear bsdiff win: the full-level dictionary patch was not tried
+    assert len(payload) <= full
+    if quick >= BSDIFF_MAX_RATIO * len(data):
+        assert enc == dfmt.ENC_ZSTD_DICT  # bsdiff is only tried where the content is mostly the reference's
 
 
 def test_relocated_code_is_carried_by_bsdiff_at_a_fraction_of_the_dictionary_patch():
@@ -76,7 +85,7 @@ def test_relocated_code_is_carried_by_bsdiff_at_a_fraction_of_the_dictionary_pat
     enc, payload = make_patch(new, old, 19)
     _, dict_only = make_patch(new, old, 19, bsdiff=False)
     assert enc == dfmt.ENC_BSDIFF
-    assert len(payload) * 3 < len(dict_only)  # measured: 10,274 vs 48,461 bytes
+    assert len(payload) * 1.8 < len(dict_only)  # measured: 8,871 vs 18,112 bytes
     assert read_patch(enc, payload, len(new), old) == new
 
 

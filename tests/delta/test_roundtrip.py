@@ -95,7 +95,7 @@ def test_relinked_executable_travels_as_bsdiff(tmp_path, comp, level):
     size, result = roundtrip(str(tmp_path), old, new)
     enc = _encodings(str(tmp_path / "d.delta"))
     assert enc["bsdiff"]["ops"] >= 1 and enc["bsdiff"]["content_bytes"] >= 700_000  # the library's blocks
-    assert enc["bsdiff"]["patch_bytes"] < 45_000  # measured 29 KB; a dictionary patch needs about 150 KB
+    assert enc["bsdiff"]["patch_bytes"] < 40_000  # a dictionary patch needs 53 KB for this library
 
 
 def test_non_squashfs_relinked_code_travels_as_bsdiff(tmp_path):
