@@ -95,12 +95,12 @@ def report(pairs: list[str], results: dict[str, dict], args: argparse.Namespace)
     lines.extend(checks)
     lines.append("")
     lines.append("These archives are not among the issue's target pairs (those are squashfs images, above); the yardstick "
-                 "shows where the generic path stands. Where a peer is smaller: bsdiff's approximate matches with "
-                 "byte-wise differences suit recompiled executables (addresses shift by small amounts), at 4-20x "
-                 "Edge's generation time and 8-11x its apply memory; zstd --patch-from compresses the new archive as one "
-                 "stream with the whole old archive as dictionary, so newly added files can match anything in the old "
-                 "archive and each other, while an Edge patch sees the source near its own position (bounded so the "
-                 "device stays under 64 MiB).")
+                 "shows where the generic path stands. Edge patches each changed stretch with the smaller of a zstd "
+                 "patch (the source near its position as dictionary) and a bsdiff patch against the same source, "
+                 "bounded so the device stays under 64 MiB; zstd --patch-from compresses the new archive as one stream "
+                 "with the whole old archive as dictionary, so newly added files can match anything in the old archive "
+                 "and each other; bsdiff (the tool) diffs the whole archives at once, at many times the memory. "
+                 "See the table for who wins where.")
     lines.append("")
     lines.append(machine_line())
     lines.append("")

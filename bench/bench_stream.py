@@ -77,9 +77,9 @@ def sequential_floor(delta: Path, link: float, rebuild_rate: float) -> dict:
     """The smallest ``bytes / link + rebuild seconds`` over every choice of BLOCKS ops shipped or rebuilt.
 
     Separable: an op is shipped exactly when its extra bytes cost less link time than its rebuild.
-    Patch sizes are Edge's (0.975x the content bound on this pair), so this is the floor for
-    deltas of Edge's content efficiency; rebuild is charged at the measured rate, other apply
-    work (hashing, writing, interpreter start) at zero.
+    Patch sizes are Edge's own, so this is the floor for deltas of Edge's content efficiency;
+    rebuild is charged at the measured rate, other apply work (hashing, writing, interpreter
+    start) at zero.
     """
     base = 0
     seconds = 0.0
