@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
+from edge.memory import return_large_buffers_promptly
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
@@ -167,6 +168,7 @@ def apply_delta(
     from the start, so it must not be the source.
     """
     started = time.monotonic()
+    return_large_buffers_promptly()  # peak memory follows the live buffers (bounded per op), not heap high-water
     opener = _opener(delta)
     name = _name(delta)
     state_path = state_path or default_state_path(target)
