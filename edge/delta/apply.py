@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from collections import deque
@@ -37,7 +38,7 @@ from edge.memory import return_large_buffers_promptly
 from edge.squashfs.compressors import Codec, available_impls
 
 from . import format as dfmt
-from .blocks import RebuildMeter, block_size_of, fd_pread, read_reference
+from .blocks import FdPread, RebuildMeter, block_size_of, fd_pread, read_reference
 from .errors import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, TargetMismatchError
 from .format import ENC_RAW, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
 from .patches import read_patch, unzstd, uses_reference
@@ -365,13 +366,24 @@ def _blocks_content(op: Blocks, index: int, src: Callable[[int, int], bytes], co
     return content
 
 
-def _apply_op(op: dfmt.Op, index: int, src: Callable[[int, int], bytes], out: HeldBackWriter, tpos: int, name: str) -> None:
+_COPY_BUFFER = threading.local()
+
+
+def _copy_buffer(n: int) -> memoryview:
+    """A reused buffer for copies: a fresh MiB per chunk costs a mapping and its page faults each time."""
+    buf = getattr(_COPY_BUFFER, "buf", None)
+    if buf is None:
+        buf = _COPY_BUFFER.buf = memoryview(bytearray(COPY_CHUNK))
+    return buf[:n]
+
+
+def _apply_op(op: dfmt.Op, index: int, src: FdPread, out: HeldBackWriter, tpos: int, name: str) -> None:
     """A COPY, ZERO, LITERAL or PATCH op (BLOCKS ops are rebuilt on the pool by ``_run``)."""
     if isinstance(op, Copy):
         done = 0
         while done < op.length:
             n = min(COPY_CHUNK, op.length - done)
-            out.write(src(op.src + done, n), tpos + done)
+            out.write(src.into(op.src + done, _copy_buffer(n)), tpos + done)
             done += n
     elif isinstance(op, Zero):
         zero = bytes(min(COPY_CHUNK, op.length))

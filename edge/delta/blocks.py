@@ -32,18 +32,38 @@ from .format import (
 Pread = Callable[[int, int], bytes]
 
 
-def fd_pread(fd: int, limit: int, name: str) -> Pread:
-    """A bounds-checked pread on ``fd`` limited to the first ``limit`` bytes."""
+class FdPread:
+    """A bounds-checked pread on ``fd`` limited to the first ``limit`` bytes: ``(offset, size) -> bytes``,
+    or ``into(offset, buffer)`` to fill a caller's buffer (no allocation on hot copy paths)."""
 
-    def pread(offset: int, size: int) -> bytes:
-        if offset < 0 or size < 0 or offset + size > limit:
-            raise CorruptDeltaError(f"delta asks for {name} bytes {offset}..{offset + size}, outside its {limit} bytes")
-        data = os.pread(fd, size, offset)
+    def __init__(self, fd: int, limit: int, name: str) -> None:
+        self.fd, self.limit, self.name = fd, limit, name
+
+    def _check(self, offset: int, size: int) -> None:
+        if offset < 0 or size < 0 or offset + size > self.limit:
+            raise CorruptDeltaError(f"delta asks for {self.name} bytes {offset}..{offset + size}, outside its {self.limit} bytes")
+
+    def __call__(self, offset: int, size: int) -> bytes:
+        self._check(offset, size)
+        data = os.pread(self.fd, size, offset)
         if len(data) != size:
-            raise SourceMismatchError(f"{name} ended early at byte {offset + len(data)}")
+            raise SourceMismatchError(f"{self.name} ended early at byte {offset + len(data)}")
         return data
 
-    return pread
+    def into(self, offset: int, buf: memoryview) -> memoryview:
+        self._check(offset, len(buf))
+        got = 0
+        while got < len(buf):
+            n = os.preadv(self.fd, [buf[got:]], offset + got)
+            if n == 0:
+                raise SourceMismatchError(f"{self.name} ended early at byte {offset + got}")
+            got += n
+        return buf
+
+
+def fd_pread(fd: int, limit: int, name: str) -> FdPread:
+    """A bounds-checked pread on ``fd`` limited to the first ``limit`` bytes."""
+    return FdPread(fd, limit, name)
 
 
 def block_size_of(mode: int, codec: Codec) -> int:
