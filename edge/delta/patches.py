@@ -26,11 +26,13 @@ Pure: bytes in, bytes out.
 
 from __future__ import annotations
 
+import io
+
 import bsdiff4.core
 import zstandard
 
 from .errors import CorruptDeltaError
-from .format import ENC_BSDIFF, ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT
+from .format import ENC_BSDIFF, ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT, DeltaReader, varint
 
 CONTROL_TUPLE = 24  # three signed 64-bit integers: diff length, extra length, reference seek
 
@@ -64,30 +66,6 @@ def _raw_dict(ref: bytes) -> zstandard.ZstdCompressionDict:
     return zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise CorruptDeltaError("bsdiff patch: its stream lengths are cut off")
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return n, pos
-        shift += 7
-        if shift > 63:
-            raise CorruptDeltaError("bsdiff patch: a stream length is longer than 64 bits")
-
-
 def encode_bsdiff(data: bytes, ref: bytes, level: int) -> bytes | None:
     """The ENC_BSDIFF payload turning ``ref`` into ``data``, or None when its control stream is too
     large for the applier's bound (content with no long matches: a dictionary patch does as well)."""
@@ -98,14 +76,15 @@ def encode_bsdiff(data: bytes, ref: bytes, level: int) -> bytes | None:
     # dictionary costs as much CPU as the patch it would shorten)
     z = zstandard.ZstdCompressor(level=level)
     c, d, e = z.compress(control), z.compress(diff), z.compress(extra)
-    return _varint(len(c)) + _varint(len(d)) + c + d + e
+    return varint(len(c)) + varint(len(d)) + c + d + e
 
 
 def decode_bsdiff(payload: bytes | memoryview, length: int, ref: bytes) -> bytes:
     """Apply an ENC_BSDIFF payload to ``ref``: exactly ``length`` bytes, or CorruptDeltaError."""
     view = memoryview(payload)
-    clen, pos = _read_varint(view, 0)
-    dlen, pos = _read_varint(view, pos)
+    lengths = DeltaReader(io.BytesIO(view), "bsdiff patch")
+    clen, dlen = lengths.varint("control stream length"), lengths.varint("diff stream length")
+    pos = lengths.pos
     if clen > len(view) - pos or dlen > len(view) - pos - clen:
         raise CorruptDeltaError(f"bsdiff patch: streams of {clen} and {dlen} bytes do not fit in {len(view)} bytes")
     control = unzstd(view[pos : pos + clen], control_limit(length))
