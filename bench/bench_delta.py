@@ -312,18 +312,23 @@ def report(pairs, flavours, results, bounds, thr) -> str:
                           f"apply RSS {edge.apply_rss_kib / 1024:.1f} MiB (target ≤ 64) {verdict(edge.apply_rss_kib <= 64 * 1024)}; "
                           f"ops {edge.extra.get('ops')}, unreproducible blocks {edge.extra.get('unreproducible')}, "
                           f"compressor {edge.extra.get('codec')}")
+            x = next(r for r in peers if r.tool.startswith("xdelta3"))
+            z = next(r for r in peers if r.tool.startswith("zstd"))
             if p == "security" and f.startswith("edge"):
-                x = next(r for r in peers if r.tool.startswith("xdelta3"))
-                z = next(r for r in peers if r.tool.startswith("zstd"))
                 bound = bounds[p]["bound"]
                 checks.append(f"  - vs content bound {bound:,} B: **{edge.size / bound:.3f}x** (target ≤ 1.25) "
                               f"{verdict(edge.size <= 1.25 * bound)}; vs xdelta3: **{edge.size / x.size:.3f}x** "
                               f"(target ≤ 0.35) {verdict(edge.size <= 0.35 * x.size)}")
+            ttu = edge.time_to_updated / x.time_to_updated
+            gen = edge.make_s / z.make_s
+            if p == "security":
                 checks.append(f"  - time to updated {edge.time_to_updated:.1f} s vs xdelta3 {x.time_to_updated:.1f} s: "
-                              f"**{edge.time_to_updated / x.time_to_updated:.3f}x** (target ≤ 0.4) "
-                              f"{verdict(edge.time_to_updated <= 0.4 * x.time_to_updated)}")
-                checks.append(f"  - generation {edge.make_s:.1f} s vs zstd --patch-from {z.make_s:.1f} s: "
-                              f"**{edge.make_s / z.make_s:.3f}x** (target ≤ 1.0) {verdict(edge.make_s <= z.make_s)}")
+                              f"**{ttu:.3f}x** (target ≤ 0.4) {verdict(ttu <= 0.4)}")
+            # the issue sets the generation target on "the same pair" (the security pair); the other pairs are
+            # held to the same yardstick here so that no number is left out
+            label = "target" if p == "security" else "yardstick; the issue's target is on the security pair"
+            checks.append(f"  - generation {edge.make_s:.1f} s vs zstd --patch-from {z.make_s:.1f} s: "
+                          f"**{gen:.3f}x** ({label} ≤ 1.0) {verdict(gen <= 1.0)}")
     lines.append("")
     lines.append("Targets (issue #5), measured in the same run:")
     lines.append("")
