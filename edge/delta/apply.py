@@ -23,25 +23,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 import stat
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import zstandard
+
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
 from edge.memory import return_large_buffers_promptly
-from edge.squashfs.compressors import Codec, available_impls
+from edge.squashfs.compressors import Codec, CodecError, available_impls
 
 from . import format as dfmt
 from .blocks import FdPread, RebuildMeter, block_size_of, fd_pread, read_reference
 from .errors import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, TargetMismatchError
 from .format import ENC_RAW, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
-from .patches import read_patch, unzstd, uses_reference
+from .patches import read_patch, unzstd
 
 Progress = Callable[[int, int], None]
 DeltaOpener = Callable[[int], BinaryIO]
@@ -204,18 +208,47 @@ def apply_delta(
         flags = os.O_RDWR | os.O_CREAT
         tfd = os.open(target, flags, 0o644)
         try:
-            return _run(header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
-                        progress, workers, on_checkpoint, started, source_check, checkpoint_bytes)
+            args = (header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
+                    progress, workers, on_checkpoint, started, source_check, checkpoint_bytes)
+            try:
+                return _run(*args)
+            except (CorruptDeltaError, TargetMismatchError) as exc:
+                if not getattr(exc, "after_resume", False):
+                    raise
+                # the checkpoint did not lead to this delta's image (another delta with the same header,
+                # a target changed since, a damaged state file): start over once, from the first op
+                return _run(*args, resume=False)
         finally:
             os.close(tfd)
     finally:
         os.close(sfd)
 
 
+def _checkpoint_of(state: dict | None, did: str, header: Header, ops_start: int,
+                   head_len: int) -> tuple[int, int, int, bytes] | None:
+    """(op, delta position, target position, saved head) of a checkpoint of this delta, or None when
+    there is none or it is not one this delta could have written (then the apply starts over)."""
+    if not state or state.get("delta") != did or state.get("status") != "applying":
+        return None
+    op, dpos, tpos, head = state.get("op"), state.get("delta_pos"), state.get("target_pos"), state.get("head")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (op, dpos, tpos)) or not isinstance(head, str):
+        return None
+    assert isinstance(op, int) and isinstance(dpos, int) and isinstance(tpos, int)
+    if not (0 <= op <= header.op_count and dpos >= ops_start and 0 <= tpos <= header.target_size):
+        return None
+    try:
+        saved = bytes.fromhex(head)
+    except ValueError:
+        return None
+    if len(saved) != min(tpos, head_len):
+        return None
+    return op, dpos, tpos, saved
+
+
 def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: int, sfd: int, tfd: int, target: str,
          state_path: str, codec: Codec | None, source_codec: Codec | None, progress: Progress | None, workers: int,
          on_checkpoint: Callable[[dict], None] | None, started: float, source_check: float,
-         checkpoint_bytes: int) -> ApplyResult:
+         checkpoint_bytes: int, resume: bool = True) -> ApplyResult:
     is_block = stat.S_ISBLK(os.fstat(tfd).st_mode)
     if is_block:
         capacity = os.lseek(tfd, 0, os.SEEK_END)
@@ -227,16 +260,13 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
     # The first bytes (the superblock) are kept out of the target until the whole image is
     # verified, so a partial or wrong image never looks like a squashfs image.
     head = bytearray(min(HEAD_HELD_BACK, header.target_size))
-    if state and state.get("delta") == did and state.get("status") == "applying":
-        try:
-            op_index, dpos, tpos = int(state["op"]), int(state["delta_pos"]), int(state["target_pos"])
-            saved = bytes.fromhex(state["head"])
-            head[: len(saved)] = saved[: len(head)]
-            resumed_at = op_index
-        except (KeyError, ValueError, TypeError):
-            op_index, dpos, tpos = 0, ops_start, 0
+    saved_at = _checkpoint_of(state, did, header, ops_start, len(head)) if resume else None
+    if saved_at is not None:
+        op_index, dpos, tpos, saved = saved_at
+        head[: len(saved)] = saved
+        resumed_at = op_index
     src = fd_pread(sfd, header.source_size, "source")
-    threads = workers or os.cpu_count() or 1
+    threads = rebuild_threads(codec, workers or os.cpu_count() or 1)
     pool = ThreadPoolExecutor(max_workers=threads)
     meter = RebuildMeter()
     last_cp_bytes, last_cp_time = tpos, time.monotonic()
@@ -288,6 +318,9 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
                 if tpos + op.length > header.target_size:
                     raise CorruptDeltaError(f"{name}: op {op_index} writes past the end of the target ({header.target_size} bytes)")
                 if isinstance(op, Blocks):
+                    if not header.sample_sha256:
+                        raise CorruptDeltaError(f"{name}: blocks op {op_index} in a delta without a sample block to "
+                                                f"check the compressor against")
                     content = _blocks_content(op, op_index, src, codec, source_codec, name)
                     assert codec is not None
                     view = memoryview(content)
@@ -296,7 +329,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
                     if len(pieces) != len(op.flags):
                         raise CorruptDeltaError(f"{name}: blocks op {op_index} has {len(op.flags)} block flags for "
                                                 f"{len(pieces)} blocks of content")
-                    parts = [pool.submit(meter.rebuild, op.mode, piece, flag, codec) for piece, flag in zip(pieces, op.flags)]
+                    parts = [pool.submit(_rebuild, meter, op.mode, piece, flag, codec) for piece, flag in zip(pieces, op.flags)]
                     pending.append(_Pending(op_index, tpos, op.length, op.sha256, parts, len(content)))
                     pending_bytes += len(content)
                     while pending and (pending_bytes > MAX_PENDING_BYTES or pending[0].done()):
@@ -334,11 +367,46 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
             os.unlink(state_path)
         except FileNotFoundError:
             pass
+    except (CorruptDeltaError, TargetMismatchError) as exc:
+        if resumed_at is not None:
+            exc.after_resume = True  # type: ignore[attr-defined]
+        raise
     finally:
         pool.shutdown(wait=True)
     rate = meter.rate(threads)
     return ApplyResult(target, header.target_size, got, op_index, resumed_at, source_check, time.monotonic() - started,
                        meter.plain, round(rate) if rate is not None else None)
+
+
+REBUILD_MEMORY = 24 << 20  # compressor state the rebuild threads may hold between them
+
+
+def rebuild_threads(codec: Codec | None, wanted: int) -> int:
+    """Threads that recompress blocks: ``wanted``, fewer when each one's compressor state would
+    take the applier past its memory bound (zstd level 19 with 1 MiB blocks holds 17 MiB)."""
+    if codec is None:
+        return max(1, wanted)
+    return max(1, min(wanted, REBUILD_MEMORY // max(1, compressor_memory(codec))))
+
+
+def compressor_memory(codec: Codec) -> int:
+    """Bytes one thread's compressor state takes for this codec's blocks (an upper estimate)."""
+    if codec.name == "zstd":
+        params = zstandard.ZstdCompressionParameters.from_level(codec.level, source_size=codec.block_size)
+        return params.estimated_compression_context_size()
+    if codec.name in ("xz", "lzma"):
+        return 11 * (codec.xz_dict_size or codec.block_size) + (4 << 20)  # liblzma's bt4 match finder
+    return 1 << 20  # zlib: a few hundred KiB
+
+
+def _rebuild(meter: RebuildMeter, mode: int, plain: memoryview, flag: int, codec: Codec) -> bytes:
+    try:
+        return meter.rebuild(mode, plain, flag, codec)
+    except DeltaError:
+        raise
+    except (zlib.error, lzma.LZMAError, zstandard.ZstdError, CodecError, RuntimeError, ValueError, OverflowError) as exc:
+        raise CannotReproduceError(f"this device cannot recompress {codec.name} level {codec.level} blocks "
+                                   f"({codec.impl_version}): {exc}; send a full bundle") from None
 
 
 @dataclass
@@ -359,8 +427,7 @@ def _blocks_content(op: Blocks, index: int, src: Callable[[int, int], bytes], co
     """The new plain content of a blocks op: its patch decoded against the decompressed source extents."""
     if codec is None or source_codec is None:
         raise CorruptDeltaError(f"{name}: blocks op {index} in a delta without a compressor")
-    ref = read_reference(op.sources, src, source_codec) if uses_reference(op.encoding) else b""
-    content = read_patch(op.encoding, op.patch, op.content_len, ref)
+    content = read_patch(op.encoding, op.patch, op.content_len, lambda: read_reference(op.sources, src, source_codec))
     if len(content) != op.content_len:
         raise CorruptDeltaError(f"{name}: blocks op {index} decodes to {len(content)} bytes, expected {op.content_len}")
     return content
@@ -398,8 +465,7 @@ def _apply_op(op: dfmt.Op, index: int, src: FdPread, out: HeldBackWriter, tpos: 
             raise CorruptDeltaError(f"{name}: literal op {index} holds {len(data)} bytes, expected {op.length}")
         out.write(data, tpos)
     elif isinstance(op, Patch):
-        ref = src(op.src, op.src_len) if uses_reference(op.encoding) else b""
-        data = read_patch(op.encoding, op.patch, op.length, ref)
+        data = read_patch(op.encoding, op.patch, op.length, lambda: src(op.src, op.src_len))
         if len(data) != op.length or hashlib.sha256(data).digest() != op.sha256:
             raise CorruptDeltaError(f"{name}: patch op {index} does not produce the expected bytes (corrupt delta)")
         out.write(data, tpos)

@@ -125,6 +125,8 @@ def read_reference(sources: tuple[SourceBlock | SourceChain, ...], pread: Pread,
             stored = src.word & sqfmt.DATA_SIZE_MASK
             if src.plain > codec.block_size:
                 raise CorruptDeltaError(f"source block at {src.offset} claims {src.plain} plain bytes, more than a block")
+            if len(out) + src.plain > limit:
+                raise CorruptDeltaError(f"an op's reference exceeds {limit} bytes")
             if stored == 0:
                 out += bytes(src.plain)
             else:
@@ -146,8 +148,8 @@ def read_reference(sources: tuple[SourceBlock | SourceChain, ...], pread: Pread,
                 raw = pread(pos + 2, size)
                 out += raw if word & sqfmt.METADATA_UNCOMPRESSED else _decompress(codec, raw, sqfmt.METADATA_SIZE, pos)
                 pos += 2 + size
-        if len(out) > limit:
-            raise CorruptDeltaError(f"an op's reference exceeds {limit} bytes")
+                if len(out) > limit:  # checked per 8 KiB block: a long chain stops here, not at its end
+                    raise CorruptDeltaError(f"an op's reference exceeds {limit} bytes")
     return bytes(out)
 
 

@@ -29,10 +29,13 @@ PREAMBLE = struct.Struct("<8sII")
 MAX_HEADER = 1 << 20
 MAX_SAMPLE = 1 << 20
 # Hard caps a device enforces whatever a delta claims (the generator stays well below them).
-MAX_OP_CONTENT = 16 << 20  # plain bytes one BLOCKS/PATCH op produces or one LITERAL holds
-MAX_OP_REFERENCE = 24 << 20  # plain reference (dictionary) bytes one op may ask for
+# Per-op limits, chosen so that the applier's peak memory stays under 64 MiB with everything
+# one op can hold alive at once (reference, the decoder's copy of it, patch, content, rebuilds
+# in flight; docs/delta-format.md, "Memory"). The generator stays inside them.
+MAX_OP_CONTENT = 4 << 20  # plain bytes one BLOCKS/PATCH op produces or one LITERAL holds
+MAX_OP_REFERENCE = 10 << 20  # plain reference (dictionary) bytes one op may ask for
 MAX_OP_EXTENTS = 1 << 16
-MAX_PATCH = 32 << 20
+MAX_PATCH = MAX_OP_CONTENT + (64 << 10)  # encoded bytes of one op's patch or literal
 
 OP_END = 0
 OP_COPY = 1
@@ -140,6 +143,7 @@ class Header:
     sample_sha256: str | None = None  # sha256 of the sample compressed with the codec
     generator: str = ""
     stats: dict = field(default_factory=dict)
+    ops_sha256: str | None = None  # sha256 of every encoded op and END: makes the header (the checkpoint id) name the whole delta
 
     def to_json(self) -> bytes:
         obj = {
@@ -153,12 +157,16 @@ class Header:
             "generator": self.generator,
             "stats": self.stats,
         }
+        if self.ops_sha256 is not None:
+            obj["ops_sha256"] = self.ops_sha256
         return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> "Header":
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw, parse_constant=_reject_constant)
+            if not isinstance(obj, dict):
+                raise CorruptDeltaError("delta header is not a JSON object")
             if obj.get("format") not in READABLE_VERSIONS:
                 raise CorruptDeltaError(f"delta header format {obj.get('format')!r} is not supported (this Edge reads "
                                         f"{', '.join(map(str, sorted(READABLE_VERSIONS)))})")
@@ -169,15 +177,67 @@ class Header:
                 target_size=_uint(obj["target"]["size"], "target.size"),
                 target_sha256=_hex(obj["target"]["sha256"], "target.sha256"),
                 op_count=_uint(obj["op_count"], "op_count"),
-                codec=obj.get("codec"),
-                sample_sha256=obj.get("sample_sha256"),
+                codec=_codec(obj.get("codec")),
+                sample_sha256=None if obj.get("sample_sha256") is None else _hex(obj["sample_sha256"], "sample_sha256"),
                 generator=str(obj.get("generator", "")),
-                stats=obj.get("stats") or {},
+                stats=_dict(obj.get("stats") or {}, "stats"),
+                ops_sha256=None if obj.get("ops_sha256") is None else _hex(obj["ops_sha256"], "ops_sha256"),
             )
         except CorruptDeltaError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except RecursionError:
+            raise CorruptDeltaError("delta header is malformed: nested too deeply") from None
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise CorruptDeltaError(f"delta header is malformed: {exc}") from None
+
+
+def _reject_constant(name: str) -> float:
+    raise CorruptDeltaError(f"delta header holds {name}, which is not a number")
+
+
+def _dict(v: object, name: str) -> dict:
+    if not isinstance(v, dict):
+        raise CorruptDeltaError(f"delta header field {name} is not an object")
+    return v
+
+
+# what a squashfs delta's codec may say: the compressors Edge reads, squashfs' block sizes, known levels
+CODEC_NAMES = ("zstd", "gzip", "xz", "lzma")
+CODEC_LEVELS = {"zstd": (1, 22), "gzip": (1, 9), "xz": (0, 9), "lzma": (0, 9)}
+MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 1 << 20
+
+
+def _block_size(v: object, name: str) -> int:
+    n = _uint(v, name)
+    if not MIN_BLOCK_SIZE <= n <= MAX_BLOCK_SIZE or n & (n - 1):
+        raise CorruptDeltaError(f"delta header field {name}={n} is not a squashfs block size (a power of two, 4 KiB to 1 MiB)")
+    return n
+
+
+def _codec(v: object) -> dict | None:
+    """The header's codec object with every field the applier uses checked (types and ranges)."""
+    if v is None:
+        return None
+    c = dict(_dict(v, "codec"))
+    if c.get("source_compressor") is not None:
+        _str(c["source_compressor"], "codec.source_compressor", CODEC_NAMES)
+        c["source_block_size"] = _block_size(c.get("source_block_size"), "codec.source_block_size")
+    if c.get("name"):
+        name = _str(c["name"], "codec.name", CODEC_NAMES)
+        if not isinstance(c.get("impl"), str):
+            raise CorruptDeltaError("delta header field codec.impl is not a string")
+        lo, hi = CODEC_LEVELS[name]
+        level = _uint(c.get("level"), "codec.level")
+        if not lo <= level <= hi:
+            raise CorruptDeltaError(f"delta header field codec.level={level} is outside {name}'s levels {lo}..{hi}")
+        c["block_size"] = _block_size(c.get("block_size"), "codec.block_size")
+        window = _uint(c.get("gzip_window", 15), "codec.gzip_window")
+        if not 8 <= window <= 15:
+            raise CorruptDeltaError(f"delta header field codec.gzip_window={window} is outside 8..15")
+        dict_size = _uint(c.get("xz_dict_size") or 0, "codec.xz_dict_size")
+        if dict_size and not 8192 <= dict_size <= c["block_size"]:
+            raise CorruptDeltaError(f"delta header field codec.xz_dict_size={dict_size} is outside 8 KiB..the block size")
+    return c
 
 
 def _uint(v: object, name: str) -> int:
@@ -328,8 +388,10 @@ class DeltaReader:
             enc = self.read_exact(1, "literal encoding")[0]
             if enc not in (ENC_RAW, ENC_ZSTD):
                 raise self._err(f"literal encoding {enc} is unknown")
-            data = self.read_exact(self.capped("literal data length", MAX_PATCH), "literal data")
-            return Literal(length, enc, data)
+            size = self.capped("literal data length", MAX_PATCH)
+            if enc == ENC_RAW and size != length:
+                raise self._err(f"raw literal holds {size} bytes for {length} target bytes")
+            return Literal(length, enc, self.read_exact(size, "literal data"))
         if kind == OP_BLOCKS:
             mode = self.read_exact(1, "blocks mode")[0]
             if mode not in (MODE_DATA, MODE_METADATA):

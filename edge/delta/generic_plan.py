@@ -31,8 +31,8 @@ MIN_DISTINCT = 6  # distinct byte values a fingerprint must hold
 SCAN = 1 << 20  # bytes of target scanned per read in changed regions
 SAMPLE = 16 << 10  # bytes per sample when choosing the anchor byte
 SAMPLES = 16
-MAX_CONTENT = 8 << 20  # target bytes per patch
-MAX_REFERENCE = 16 << 20  # source bytes a patch may use as its dictionary (device memory)
+MAX_CONTENT = 4 << 20  # target bytes per patch (format.MAX_OP_CONTENT)
+MAX_REFERENCE = 8 << 20  # source bytes a patch may use as its dictionary (device memory; format.MAX_OP_REFERENCE)
 MIN_PAD = 256 << 10  # source bytes each side of a patch's position it may refer to, at least
 
 _ZERO = bytes(BLOCK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from .squashfs_plan import plan as squashfs_plan
 from .tradeoff import Item, choose
 
 Progress = Callable[[int, int], None]
-MAX_LITERAL = 8 << 20
+MAX_LITERAL = dfmt.MAX_OP_CONTENT
 SAMPLE_BYTES = 32 << 10  # plain bytes of a real block the device recompresses before writing anything
 
 
@@ -302,6 +303,12 @@ def make_delta(
             sample = None  # nothing is recompressed on the device: no sample to check
         elif sample is not None:
             sample = sample[:SAMPLE_BYTES]
+        encoded = [dfmt.encode_op(op) for op in ops]
+        ops_hash = hashlib.sha256()
+        for raw in encoded:
+            ops_hash.update(raw)
+        ops_hash.update(dfmt.END)
+        _check_limits(encoded)
         header = Header(
             kind=kind,
             source_size=ssize,
@@ -312,6 +319,7 @@ def make_delta(
             codec=_codec_header(codec, s_img) if kind == "squashfs" else None,
             sample_sha256=hashlib.sha256(codec.compress(sample)).hexdigest() if codec is not None and sample else None,
             generator=f"edge {__version__}",
+            ops_sha256=ops_hash.hexdigest(),
         )
         result = MakeResult(out, 0, kind, codec.impl_version if codec else None, ssize, tsize,
                             header.source_sha256, header.target_sha256, unreproducible_blocks=enc.unreproducible,
@@ -319,8 +327,7 @@ def make_delta(
         sample_frame = zstandard.ZstdCompressor(level=19).compress(sample) if codec is not None and sample else b""
         with atomic_output(out, prefix=".edge-delta-") as fh:
             fh.write(dfmt.encode_preamble(header, sample_frame))
-            for op in ops:
-                raw = dfmt.encode_op(op)
+            for op, raw in zip(ops, encoded):
                 fh.write(raw)
                 name = dfmt.OP_NAMES[raw[0]]
                 result.ops[name] = result.ops.get(name, 0) + 1
@@ -361,6 +368,16 @@ def _ship_compressed(ops: list[Op], enc: _Encoder, link_speed: float, rebuild_ra
         else:
             out.append(op)
     return out, (len(chosen), rebuild_rate, {"before": round(before, 3), "after": round(after, 3)})
+
+
+def _check_limits(encoded: list[bytes]) -> None:
+    """Read every op back with the applier's reader: an op past the format's limits (which bound the
+    device's memory) is a generator bug, caught here rather than on the device."""
+    for raw in encoded:
+        try:
+            dfmt.DeltaReader(io.BytesIO(raw), "generated op").op()
+        except DeltaError as exc:
+            raise DeltaError(f"internal error: the generator made an op the applier would refuse: {exc}") from None
 
 
 def _codec_header(codec: Codec | None, s_img: SquashfsImage | None) -> dict:

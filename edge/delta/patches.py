@@ -27,6 +27,7 @@ Pure: bytes in, bytes out.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import bsdiff4.core
 import zstandard
@@ -43,14 +44,14 @@ def control_limit(length: int) -> int:
     return CONTROL_TUPLE * (length // 64 + 16)
 
 
-def unzstd(frame: bytes | memoryview, limit: int, ref: bytes = b"") -> bytes:
+def unzstd(frame: bytes | memoryview, limit: int, ref: "bytes | zstandard.ZstdCompressionDict" = b"") -> bytes:
     """Decompress one zstd frame of at most ``limit`` bytes (``ref``: raw-content dictionary)."""
     try:
         size = zstandard.frame_content_size(frame)
         if size > limit:
             raise CorruptDeltaError(f"a compressed op claims {size} bytes, more than {limit}")
-        if ref:
-            d = zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        if isinstance(ref, zstandard.ZstdCompressionDict) or ref:
+            d = ref if isinstance(ref, zstandard.ZstdCompressionDict) else _raw_dict(ref)
             dctx = zstandard.ZstdDecompressor(dict_data=d, max_window_size=1 << 26)
         else:
             dctx = zstandard.ZstdDecompressor(max_window_size=1 << 26)
@@ -139,10 +140,20 @@ def uses_reference(encoding: int) -> bool:
     return encoding in (ENC_ZSTD_DICT, ENC_BSDIFF)
 
 
-def read_patch(encoding: int, payload: bytes, length: int, ref: bytes) -> bytes:
-    """The content a patch decodes to (``length`` bytes at most; callers check the exact length)."""
+def read_patch(encoding: int, payload: bytes, length: int, ref: bytes | Callable[[], bytes]) -> bytes:
+    """The content a patch decodes to (``length`` bytes at most; callers check the exact length).
+
+    ``ref`` may be a function that reads the reference: it is then called only when
+    the encoding uses one, and for a dictionary patch its bytes are released as soon
+    as zstd holds its own copy (the applier's peak memory counts the reference once).
+    """
     if encoding == ENC_RAW:
         return payload
-    if encoding == ENC_BSDIFF:
-        return decode_bsdiff(payload, length, ref)
-    return unzstd(payload, length, ref if encoding == ENC_ZSTD_DICT else b"")
+    if encoding == ENC_ZSTD:
+        return unzstd(payload, length)
+    if encoding == ENC_ZSTD_DICT:
+        data = ref() if callable(ref) else ref
+        d = _raw_dict(data) if data else b""
+        del data  # (zstd copied it)
+        return unzstd(payload, length, d)
+    return decode_bsdiff(payload, length, ref() if callable(ref) else ref)

@@ -1,0 +1,217 @@
+"""Hostile headers, references and checkpoints: refused with CorruptDeltaError, bounded, or recovered from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import io
+import os
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.delta import CorruptDeltaError, DeltaError, apply_delta, make_delta
+from edge.delta import format as dfmt
+from edge.delta.apply import compressor_memory, rebuild_threads
+from edge.delta.blocks import read_reference
+from edge.delta.make import _check_limits
+from edge.squashfs import format as sqfmt
+from edge.squashfs.compressors import Codec
+from tests.delta.helpers import base_entries, edit, write
+from tests.delta.test_errors import _rewrite_header
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("limits")
+    old = write(base_entries(21, files=30), str(tmp / "old.sqfs"), compressor="zstd", level=19)
+    new = write(edit(base_entries(21, files=30), 21), str(tmp / "new.sqfs"), compressor="zstd", level=19)
+    delta = str(tmp / "d.delta")
+    make_delta(old, new, delta)
+    return old, new, delta, open(delta, "rb").read()
+
+
+def _header(raw: bytes) -> dict:
+    _, _, hlen = dfmt.PREAMBLE.unpack_from(raw)
+    return json.loads(raw[dfmt.PREAMBLE.size : dfmt.PREAMBLE.size + hlen])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("block_size", 8, "not a squashfs block size"),
+    ("block_size", 3 << 20, "not a squashfs block size"),
+    ("block_size", 1 << 40, "not a squashfs block size"),
+    ("block_size", 100_000, "not a squashfs block size"),
+    ("source_block_size", 1 << 60, "not a squashfs block size"),
+    ("level", 99, "outside zstd's levels 1..22"),
+    ("level", 10**30, "outside zstd's levels"),
+    ("level", -1, "not a non-negative integer"),
+    ("level", "19", "not a non-negative integer"),
+    ("gzip_window", 99, "outside 8..15"),
+    ("xz_dict_size", 1, "outside 8 KiB"),
+    ("name", "lz4", "codec.name='lz4' is not one of"),
+    ("impl", ["zstandard"], "codec.impl is not a string"),
+])
+def test_codec_fields_out_of_range_are_refused_before_anything_is_done(tmp_path, pair, field, value, message):
+    old, _, _, raw = pair
+
+    def change(h):
+        h["codec"][field] = value
+
+    (tmp_path / "d").write_bytes(_rewrite_header(raw, change))
+    with pytest.raises(CorruptDeltaError, match=message):
+        apply_delta(old, str(tmp_path / "d"), str(tmp_path / "t.img"))
+    assert not (tmp_path / "t.img").exists()
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"format": NaN}', "holds NaN"),
+    (b'{"format": 2, "op_count": Infinity}', "holds Infinity"),
+    (b"[" * 100_000 + b"]" * 100_000, "malformed"),
+    (b'"just a string"', "not a JSON object"),
+    (b'[1, 2]', "not a JSON object"),
+])
+def test_malformed_header_json_is_a_delta_error(body, message):
+    with pytest.raises(CorruptDeltaError, match=message):
+        dfmt.Header.from_json(body)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["format", "kind", "source", "target", "op_count", "codec", "sample_sha256",
+                                        "stats", "ops_sha256", "generator"]), json_values),
+       st.dictionaries(st.sampled_from(["name", "impl", "level", "block_size", "gzip_window", "xz_dict_size",
+                                        "source_compressor", "source_block_size"]), json_values))
+def test_any_header_json_parses_or_is_refused_with_a_delta_error(top, codec):
+    good = {"format": 2, "kind": "squashfs", "source": {"size": 1, "sha256": "0" * 64},
+            "target": {"size": 1, "sha256": "1" * 64}, "op_count": 1,
+            "codec": {"name": "zstd", "impl": "zstandard", "level": 19, "block_size": 131072}}
+    good.update(top)
+    if isinstance(good.get("codec"), dict):
+        good["codec"] = {**good["codec"], **codec}
+    try:
+        header = dfmt.Header.from_json(json.dumps(good).encode())
+    except CorruptDeltaError:
+        return
+    c = header.codec
+    if c and c.get("name"):  # whatever was accepted is inside the ranges the applier relies on
+        assert dfmt.MIN_BLOCK_SIZE <= c["block_size"] <= dfmt.MAX_BLOCK_SIZE
+        lo, hi = dfmt.CODEC_LEVELS[c["name"]]
+        assert lo <= c["level"] <= hi
+
+
+def test_blocks_ops_need_the_sample_check(tmp_path, pair):
+    old, _, _, raw = pair
+
+    def no_sample(h):
+        h["sample_sha256"] = None
+
+    (tmp_path / "d").write_bytes(_rewrite_header(raw, no_sample))
+    with pytest.raises(CorruptDeltaError, match="without a sample block"):
+        apply_delta(old, str(tmp_path / "d"), str(tmp_path / "t.img"))
+
+
+def test_raw_literal_must_hold_exactly_its_length():
+    op = bytes([dfmt.OP_LITERAL]) + dfmt.varint(10) + bytes([dfmt.ENC_RAW]) + dfmt.varint(4000) + bytes(4000)
+    with pytest.raises(CorruptDeltaError, match="raw literal holds 4000 bytes for 10 target bytes"):
+        dfmt.DeltaReader(io.BytesIO(op)).op()
+
+
+def test_a_long_metadata_chain_is_refused_at_the_limit_not_at_its_end():
+    block = sqfmt.U16.pack(8192 | sqfmt.METADATA_UNCOMPRESSED) + bytes(8192)
+    chain_blocks = 4096  # a 32 MiB reference
+    read = [0]
+
+    def pread(offset: int, size: int) -> bytes:
+        read[0] += size
+        return block[(offset % len(block)) : (offset % len(block)) + size]
+
+    codec = Codec("zstd", 19, 131072)
+    with pytest.raises(CorruptDeltaError, match="reference exceeds 1048576 bytes"):
+        read_reference((dfmt.SourceChain(0, chain_blocks * len(block)),), pread, codec, limit=1 << 20)
+    assert read[0] <= (1 << 20) + 2 * len(block)
+
+
+def test_holes_past_the_limit_are_refused_before_they_are_made():
+    codec = Codec("zstd", 19, 1 << 20)
+    holes = tuple(dfmt.SourceBlock(0, 0, 1 << 20) for _ in range(64))
+    with pytest.raises(CorruptDeltaError, match="reference exceeds"):
+        read_reference(holes, lambda o, n: b"", codec, limit=4 << 20)
+
+
+def test_rebuild_threads_keep_compressor_state_bounded():
+    big = Codec("zstd", 19, 1 << 20)
+    small = Codec("zstd", 19, 128 << 10)
+    assert compressor_memory(big) > 8 << 20  # zstd 19's tables for 1 MiB blocks
+    assert rebuild_threads(big, 8) == 1
+    assert rebuild_threads(small, 2) == 2
+    assert rebuild_threads(small, 64) < 64
+    assert rebuild_threads(None, 3) == 3
+    assert rebuild_threads(Codec("xz", 9, 1 << 20), 4) == 1
+
+
+def test_generator_refuses_ops_the_applier_would_refuse():
+    too_long = dfmt.encode_op(dfmt.Literal(dfmt.MAX_OP_CONTENT + 1, dfmt.ENC_ZSTD, b"x"))
+    with pytest.raises(DeltaError, match="the applier would refuse"):
+        _check_limits([too_long])
+    _check_limits([dfmt.encode_op(dfmt.Literal(3, dfmt.ENC_RAW, b"abc"))])
+
+
+def test_the_header_names_the_ops(tmp_path, pair):
+    old, new, delta, raw = pair
+    other = str(tmp_path / "d3.delta")
+    make_delta(old, new, other, level=3)
+    a, b = _header(raw), _header(open(other, "rb").read())
+    assert a["ops_sha256"] != b["ops_sha256"]  # same images, same header otherwise: the checkpoint id differs
+    _, _, hlen = dfmt.PREAMBLE.unpack_from(raw)
+    (slen,) = struct.unpack_from("<I", raw, dfmt.PREAMBLE.size + hlen)
+    assert hashlib.sha256(raw[dfmt.PREAMBLE.size + hlen + 4 + slen:]).hexdigest() == a["ops_sha256"]
+
+
+def _interrupted(old: str, delta: str, target: str, state: str) -> dict:
+    """Apply until the second checkpoint, then stop as a power cut would; the checkpoint left behind."""
+    seen = []
+
+    class Cut(Exception):
+        pass
+
+    def hook(st):
+        seen.append(st)
+        if len(seen) == 2:
+            raise Cut
+
+    with pytest.raises(Cut):
+        apply_delta(old, delta, target, state_path=state, on_checkpoint=hook, checkpoint_bytes=1)
+    return json.load(open(state))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda s, other: s.update(op="Infinity"),
+    lambda s, other: s.update(op=-1),
+    lambda s, other: s.update(delta_pos=s["delta_pos"] + 1),
+    lambda s, other: s.update(target_pos=s["target_pos"] + 4096),
+    lambda s, other: s.update(head="zz"),
+    lambda s, other: s.update(delta=other),  # another delta's checkpoint, same header id
+])
+def test_a_checkpoint_that_does_not_fit_restarts_the_apply(tmp_path, pair, damage):
+    old, new, delta, _ = pair
+    other = str(tmp_path / "other.delta")
+    make_delta(old, new, other, level=3)
+    target, state = str(tmp_path / "t.img"), str(tmp_path / "t.state")
+    saved = _interrupted(old, other, target, state)
+    # the state now belongs to `other`; point it at `delta` (as two deltas with one header id would) and damage it
+    raw = open(delta, "rb").read()
+    saved["delta"] = dfmt.header_id(raw[dfmt.PREAMBLE.size : dfmt.PREAMBLE.size + dfmt.PREAMBLE.unpack_from(raw)[2]])
+    damage(saved, saved["delta"])
+    with open(state, "w") as fh:
+        json.dump(saved, fh)
+    result = apply_delta(old, delta, target, state_path=state)
+    assert open(target, "rb").read() == open(new, "rb").read()
+    assert result.sha256 == hashlib.sha256(open(new, "rb").read()).hexdigest()
+    assert not os.path.exists(state)
