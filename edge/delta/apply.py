@@ -254,6 +254,12 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
         capacity = os.lseek(tfd, 0, os.SEEK_END)
         if capacity < header.target_size:
             raise DeltaError(f"{target} holds {capacity} bytes, the image needs {header.target_size}")
+    else:
+        vfs = os.fstatvfs(tfd)
+        room = vfs.f_bavail * vfs.f_frsize + os.fstat(tfd).st_blocks * 512
+        if room < header.target_size:
+            raise DeltaError(f"{target}: the image needs {header.target_size} bytes and its filesystem has room "
+                             f"for {room}; free space or write to a larger filesystem")
     state = _load_state(state_path)
     resumed_at = None
     op_index, dpos, tpos = 0, ops_start, 0

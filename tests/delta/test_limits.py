@@ -7,6 +7,7 @@ import json
 import io
 import os
 import struct
+import subprocess
 
 import pytest
 from hypothesis import given, settings
@@ -215,3 +216,17 @@ def test_a_checkpoint_that_does_not_fit_restarts_the_apply(tmp_path, pair, damag
     assert open(target, "rb").read() == open(new, "rb").read()
     assert result.sha256 == hashlib.sha256(open(new, "rb").read()).hexdigest()
     assert not os.path.exists(state)
+
+
+def test_a_target_filesystem_without_room_is_refused_before_writing(tmp_path, pair):
+    old, new, delta, _ = pair
+    small = tmp_path / "small"
+    small.mkdir()
+    size = os.path.getsize(new)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size // 2}", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(DeltaError, match=f"the image needs {size} bytes and its filesystem has room for"):
+            apply_delta(old, delta, str(small / "t.img"), state_path=str(tmp_path / "state"))
+        assert os.path.getsize(small / "t.img") == 0
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
