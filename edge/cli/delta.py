@@ -11,7 +11,6 @@ from edge.delta import apply_delta, make_delta, read_header
 from edge.delta import format as dfmt
 from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
-from edge.squashfs import parse_block_size
 
 from .output import print_json, print_table
 from .units import parse_rate
@@ -109,10 +108,23 @@ def _delta_source(patch: str):  # type: ignore[no-untyped-def]
     return open_at
 
 
+def _checkpoint_bytes(text: str) -> int:
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        n = int(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise UsageError(f"--checkpoint-every {text!r} is not a positive size (e.g. 16M, 1G, 65536)")
+    return n
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
+    checkpoint_bytes = _checkpoint_bytes(args.checkpoint_every)
     with Progress(f"applying {os.path.basename(args.patch)}") as bar:
         result = apply_delta(args.old, _delta_source(args.patch), args.output, state_path=args.state, progress=bar.update,
-                             workers=args.processors, checkpoint_bytes=parse_block_size(args.checkpoint_every))
+                             workers=args.processors, checkpoint_bytes=checkpoint_bytes)
     if args.json:
         print_json(dataclasses.asdict(result))
         return 0

@@ -230,3 +230,19 @@ def test_a_target_filesystem_without_room_is_refused_before_writing(tmp_path, pa
         assert os.path.getsize(small / "t.img") == 0
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+@pytest.mark.parametrize("text, expected", [("16M", 16 << 20), ("1G", 1 << 30), ("64k", 64 << 10), ("65536", 65536),
+                                            ("2MiB", 2 << 20)])
+def test_checkpoint_every_takes_sizes(text, expected):
+    from edge.cli.delta import _checkpoint_bytes
+    assert _checkpoint_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-5M", "lots", "", "1T"])
+def test_checkpoint_every_refuses_what_is_not_a_size(tmp_path, pair, capsys, text):
+    from edge.cli import main
+    old, _, delta, _ = pair
+    assert main(["delta", "apply", old, delta, "-o", str(tmp_path / "t"), f"--checkpoint-every={text}"]) == 2
+    assert "--checkpoint-every" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
