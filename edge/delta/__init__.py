@@ -1,7 +1,14 @@
 """Squashfs-aware block deltas, applied streaming with bounded memory (docs/delta-format.md)."""
 
 from .apply import ApplyResult, apply_delta, read_header
-from .errors import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, TargetMismatchError
+from .errors import (
+    CannotReproduceError,
+    CorruptDeltaError,
+    DeltaError,
+    SourceMismatchError,
+    TargetMismatchError,
+    TruncatedDeltaError,
+)
 from .make import MakeResult, make_delta
 
 __all__ = [
@@ -12,6 +19,7 @@ __all__ = [
     "MakeResult",
     "SourceMismatchError",
     "TargetMismatchError",
+    "TruncatedDeltaError",
     "apply_delta",
     "make_delta",
     "read_header",

@@ -43,7 +43,14 @@ from edge.squashfs.compressors import Codec, CodecError, available_impls
 
 from . import format as dfmt
 from .blocks import FdPread, RebuildMeter, block_size_of, fd_pread, read_reference
-from .errors import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, TargetMismatchError
+from .errors import (
+    CannotReproduceError,
+    CorruptDeltaError,
+    DeltaError,
+    SourceMismatchError,
+    TargetMismatchError,
+    TruncatedDeltaError,
+)
 from .format import ENC_RAW, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
 from .patches import read_patch, unzstd
 
@@ -213,8 +220,8 @@ def apply_delta(
             try:
                 return _run(*args)
             except (CorruptDeltaError, TargetMismatchError) as exc:
-                if not getattr(exc, "after_resume", False):
-                    raise
+                if not getattr(exc, "after_resume", False) or isinstance(exc, TruncatedDeltaError):
+                    raise  # (a stream that ended early is a cut download: the checkpoint stays for the next run)
                 # the checkpoint did not lead to this delta's image (another delta with the same header,
                 # a target changed since, a damaged state file): start over once, from the first op
                 return _run(*args, resume=False)

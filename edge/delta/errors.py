@@ -15,6 +15,10 @@ class CorruptDeltaError(DeltaError):
     """The delta file is truncated, malformed or not a delta."""
 
 
+class TruncatedDeltaError(CorruptDeltaError):
+    """The delta stream ended early (a short file, or a download cut off): running again resumes."""
+
+
 class SourceMismatchError(DeltaError):
     """The source (the active slot) is not the image the delta was made from."""
 

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from .errors import CorruptDeltaError
+from .errors import CorruptDeltaError, TruncatedDeltaError
 
 MAGIC = b"EDGEDELT"
 VERSION = 2  # 2 added ENC_BSDIFF; version 1 deltas (a subset) are still read
@@ -332,7 +332,8 @@ class DeltaReader:
         while left:
             chunk = self.stream.read(min(left, 1 << 20))
             if not chunk:
-                raise self._err(f"truncated: {what} needs {n} bytes, the stream ended after {n - left}")
+                raise TruncatedDeltaError(f"{self.name}: truncated: {what} needs {n} bytes, the stream ended after "
+                                          f"{n - left} (at byte {self.pos})")
             chunks.append(chunk)
             left -= len(chunk)
         self.pos += n

@@ -246,3 +246,19 @@ def test_checkpoint_every_refuses_what_is_not_a_size(tmp_path, pair, capsys, tex
     assert main(["delta", "apply", old, delta, "-o", str(tmp_path / "t"), f"--checkpoint-every={text}"]) == 2
     assert "--checkpoint-every" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+def test_a_cut_download_after_a_resume_keeps_the_checkpoint(tmp_path, pair):
+    from edge.delta import TruncatedDeltaError
+    old, new, delta, raw = pair
+    target, state = str(tmp_path / "t.img"), str(tmp_path / "t.state")
+    saved = _interrupted(old, delta, target, state)
+    cut = tmp_path / "cut.delta"  # the same delta, as far as a download got before the link dropped again
+    cut.write_bytes(raw[: (saved["delta_pos"] + len(raw)) // 2])
+    with pytest.raises(TruncatedDeltaError, match="truncated"):
+        apply_delta(old, str(cut), target, state_path=state)
+    kept = json.load(open(state))
+    assert kept["status"] == "applying" and kept["op"] >= saved["op"]  # not thrown away by a restart
+    result = apply_delta(old, delta, target, state_path=state)
+    assert result.resumed_at_op == kept["op"]
+    assert open(target, "rb").read() == open(new, "rb").read()
