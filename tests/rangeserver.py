@@ -18,7 +18,8 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves files from ``server.root`` with Range support (RFC 9110 single ranges).
 
     Optional server attributes: ``requests`` (a list; each GET appends ``(path, start)``),
-    ``drop_after`` (drop the next GET's connection once after that many body bytes) and
+    ``drop_after`` (drop the next GET's connection once after that many body bytes),
+    ``drop_every`` (drop every GET's connection after that many body bytes) and
     ``rate`` (send at most that many bytes/s; a strict cap: a reader that stalled gets no
     burst to catch up).
     """
@@ -64,9 +65,12 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
             requests.append((self.path, start))
         left = end - start
         drop = getattr(self.server, "drop_after", None)
+        every = getattr(self.server, "drop_every", None)
         if drop is not None and left > drop:
             self.server.drop_after = None  # drop once, mid-transfer
             left = drop
+        elif every is not None and left > every:
+            left = drop = every  # drop every answer after that many bytes (a flaky link)
         else:
             drop = None
         rate = getattr(self.server, "rate", None)

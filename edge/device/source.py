@@ -8,7 +8,9 @@ it already wrote.
 
 from __future__ import annotations
 
+import http.client
 import io
+import re
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +42,7 @@ class HttpStream(io.RawIOBase):
         self._pos = 0
         self._resp = None
         self._size: int | None = None
+        self._got = 0  # bytes the open connection has delivered
 
     def readable(self) -> bool:
         return True
@@ -82,8 +85,11 @@ class HttpStream(io.RawIOBase):
         resp = self._retry(lambda: urllib.request.urlopen(req, timeout=self.timeout))
         if self._pos and resp.status != 206:
             resp.close()
-            raise DeviceError(f"{self.url}: the server ignores Range requests (HTTP {resp.status}); cannot resume")
+            raise DeviceError(f"{self.url}: the server does not support Range requests (HTTP {resp.status} to a "
+                              f"ranged GET), which streaming and resuming need")
         self._resp = resp
+        if self._size is None:
+            self._size = _total_size(resp)
 
     def _retry(self, call):  # type: ignore[no-untyped-def]
         delay = 0.5
@@ -91,7 +97,7 @@ class HttpStream(io.RawIOBase):
             try:
                 return call()
             except urllib.error.HTTPError as exc:
-                if exc.code == 416:  # range not satisfiable: reading at or past the end
+                if exc.code == 416 and self._pos > 0:  # range not satisfiable: reading at or past the end
                     raise _AtEnd() from None
                 if exc.code < 500 or attempt == RETRIES:
                     raise DeviceError(f"{self.url}: HTTP {exc.code} {exc.reason}") from None
@@ -104,22 +110,33 @@ class HttpStream(io.RawIOBase):
         raise AssertionError("unreachable")
 
     def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
-        for attempt in range(RETRIES + 1):
+        attempt = 0
+        while True:
             try:
                 if self._resp is None:
                     self._open()
+                    self._got = 0
                 assert self._resp is not None
                 n = self._resp.readinto(b)
+                if n == 0 and len(b) and self._size is not None and self._pos < self._size:
+                    # http.client reports a body cut short of its Content-Length (a dropped connection, a
+                    # server that caps each answer) as the end of the data: it is an interruption
+                    raise ConnectionError(f"the server's answer ended at byte {self._pos} of {self._size}")
                 self._pos += n
+                self._got += n
                 return n
             except _AtEnd:
                 return 0
-            except (OSError, urllib.error.URLError) as exc:
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+                progressed = self._got > 0
                 self._drop()  # reconnect at the current position
+                if progressed:
+                    attempt = 0  # this connection delivered data before it ended: reopen at once
+                    continue
                 if attempt == RETRIES:
                     raise DeviceError(f"{self.url}: download interrupted at byte {self._pos} ({exc})") from None
                 time.sleep(min(0.5 * 2**attempt, 8))
-        return 0
+                attempt += 1
 
     def close(self) -> None:
         self._drop()
@@ -128,3 +145,14 @@ class HttpStream(io.RawIOBase):
 
 class _AtEnd(Exception):
     pass
+
+
+def _total_size(resp) -> int | None:  # type: ignore[no-untyped-def]
+    """The whole resource's size from a GET answer: Content-Range's total, or a 200's Content-Length."""
+    m = re.fullmatch(r"bytes \d+-\d+/(\d+)", resp.headers.get("Content-Range", "").strip())
+    if m:
+        return int(m.group(1))
+    length = resp.headers.get("Content-Length")
+    if resp.status == 200 and length is not None and length.isdigit():
+        return int(length)
+    return None

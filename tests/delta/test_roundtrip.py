@@ -232,3 +232,29 @@ def test_apply_streams_a_delta_from_a_url(tmp_path):
         assert missing.returncode != 0 and "HTTP 404" in missing.stderr and "Traceback" not in missing.stderr
     finally:
         srv.shutdown()
+
+
+def test_a_url_apply_survives_a_link_that_drops_every_connection(tmp_path):
+    """Every answer is cut short of its Content-Length (http.client reports that as end of data):
+    the stream reopens at the byte where it broke, each time, and the image comes out right."""
+    import http.server
+    import threading
+
+    from tests.conftest import run_edge
+    from tests.rangeserver import RangeHandler
+
+    old = write(base_entries(23), str(tmp_path / "old.sqfs"), compressor="zstd", level=19)
+    new = write(edit(base_entries(23), 23), str(tmp_path / "new.sqfs"), compressor="zstd", level=19)
+    make_delta(old, new, str(tmp_path / "d.delta"))
+    size = os.path.getsize(tmp_path / "d.delta")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    srv.root, srv.requests, srv.drop_every = str(tmp_path), [], max(4096, size // 6)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        out = str(tmp_path / "out.img")
+        run_edge("delta", "apply", old, f"http://127.0.0.1:{srv.server_address[1]}/d.delta", "-o", out)
+        assert open(out, "rb").read() == open(new, "rb").read()
+        starts = [start for _, start in srv.requests]
+        assert len(starts) >= 6 and starts == sorted(starts)  # reopened forward each time, never from the start again
+    finally:
+        srv.shutdown()
