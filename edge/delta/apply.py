@@ -39,6 +39,7 @@ import zstandard
 
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
 from edge.memory import return_large_buffers_promptly
+from edge.storage import overlap
 from edge.squashfs.compressors import Codec, CodecError, available_impls
 
 from . import format as dfmt
@@ -184,8 +185,11 @@ def apply_delta(
     opener = _opener(delta)
     name = _name(delta)
     state_path = state_path or default_state_path(target)
-    if os.path.exists(target) and os.path.exists(source) and os.path.samefile(source, target):
-        raise DeltaError(f"{target}: the target is the source; a delta is written to the other slot")
+    if os.path.exists(target) and os.path.exists(source) and overlap(source, target):
+        raise DeltaError(f"{target}: the target is the source or shares its storage ({source}); a delta is "
+                         f"written to the other slot")
+    if not os.path.exists(target) and os.path.abspath(target).startswith("/dev/"):
+        raise DeltaError(f"{target}: no such device")
     with opener(0) as stream:
         reader = DeltaReader(stream, name)
         header, header_raw, sample = reader.preamble()

@@ -1,0 +1,84 @@
+"""The target must not be the source under another name: refused before anything is written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from edge.delta import DeltaError, apply_delta, make_delta
+from edge.storage import overlap
+from tests.delta.helpers import base_entries, edit, write
+
+
+def _loop(path: str) -> str:
+    return subprocess.run(["losetup", "--find", "--show", path], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def slot(tmp_path):
+    """The old image in a file with a loop device over it (the active slot, under two names)."""
+    old = write(base_entries(31, files=20), str(tmp_path / "old.sqfs"), compressor="zstd", level=19)
+    new = write(edit(base_entries(31, files=20), 31), str(tmp_path / "new.sqfs"), compressor="zstd", level=19)
+    make_delta(old, new, str(tmp_path / "d.delta"))
+    backing = str(tmp_path / "slot-a.img")
+    shutil.copyfile(old, backing)
+    with open(backing, "r+b") as fh:
+        fh.truncate(max(os.path.getsize(old), os.path.getsize(new)) + (1 << 20))
+    loops = [_loop(backing)]
+    try:
+        yield tmp_path, backing, loops, str(tmp_path / "d.delta")
+    finally:
+        for dev in loops:
+            subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def _refused(source: str, target: str, delta: str, backing: str, tmp_path) -> None:
+    before = open(backing, "rb").read()
+    with pytest.raises(DeltaError, match="the target is the source or shares its storage"):
+        apply_delta(source, delta, target, state_path=str(tmp_path / "state"))
+    assert open(backing, "rb").read() == before  # nothing written
+
+
+def test_loop_device_and_its_backing_file(slot):
+    tmp_path, backing, loops, delta = slot
+    assert overlap(backing, loops[0]) and overlap(loops[0], backing)
+    _refused(backing, loops[0], delta, backing, tmp_path)
+    _refused(loops[0], backing, delta, backing, tmp_path)
+
+
+def test_another_device_node_for_the_same_device(slot):
+    tmp_path, backing, loops, delta = slot
+    st = os.stat(loops[0])
+    alias = str(tmp_path / "alias")
+    os.mknod(alias, 0o600 | 0o060000, st.st_rdev)  # S_IFBLK
+    _refused(loops[0], alias, delta, backing, tmp_path)
+
+
+def test_two_loop_devices_over_one_file(slot):
+    tmp_path, backing, loops, delta = slot
+    loops.append(_loop(backing))
+    _refused(loops[0], loops[1], delta, backing, tmp_path)
+
+
+def test_different_storage_is_not_flagged(slot, tmp_path_factory):
+    tmp_path, backing, loops, delta = slot
+    other = str(tmp_path / "slot-b.img")
+    shutil.copyfile(backing, other)
+    loops.append(_loop(other))
+    assert not overlap(loops[0], loops[1])
+    assert not overlap(backing, other)
+    result = apply_delta(loops[0], delta, loops[1], state_path=str(tmp_path / "state"))
+    assert result.size == os.path.getsize(tmp_path / "new.sqfs")
+    with open(loops[1], "rb") as fh:
+        assert fh.read(result.size) == open(tmp_path / "new.sqfs", "rb").read()
+
+
+def test_a_missing_device_node_is_not_created_as_a_file(slot):
+    tmp_path, backing, loops, delta = slot
+    missing = "/dev/edge-test-no-such-slot"
+    with pytest.raises(DeltaError, match="no such device"):
+        apply_delta(backing, delta, missing, state_path=str(tmp_path / "state"))
+    assert not os.path.exists(missing)
