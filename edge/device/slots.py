@@ -6,6 +6,7 @@ import os
 import stat
 
 from edge.fsutil import ShortFileError, sha256_prefix
+from edge.storage import overlap
 
 from .errors import DeviceError
 
@@ -30,8 +31,9 @@ def capacity(path: str) -> int:
 
 
 def same_device(a: str, b: str) -> bool:
+    """Whether the two paths are one slot's storage under any names (edge.storage.overlap)."""
     try:
-        return os.path.samefile(a, b)
+        return os.path.samefile(a, b) or overlap(a, b)
     except FileNotFoundError:
         return os.path.realpath(a) == os.path.realpath(b)
 

@@ -82,3 +82,20 @@ def test_a_missing_device_node_is_not_created_as_a_file(slot):
     with pytest.raises(DeltaError, match="no such device"):
         apply_delta(backing, delta, missing, state_path=str(tmp_path / "state"))
     assert not os.path.exists(missing)
+
+
+def test_install_refuses_the_booted_slot_under_another_name(slot):
+    """`edge install` writes the inactive slot: a loop device over the booted slot's file, or another
+    node for the booted device, is the booted slot."""
+    from edge.device.errors import DeviceError
+    from edge.device.slots import open_for_writing
+
+    tmp_path, backing, loops, delta = slot
+    with pytest.raises(DeviceError, match="is the booted slot"):
+        open_for_writing(loops[0], backing)
+    alias = str(tmp_path / "alias")
+    os.mknod(alias, 0o600 | 0o060000, os.stat(loops[0]).st_rdev)
+    with pytest.raises(DeviceError, match="is the booted slot"):
+        open_for_writing(alias, loops[0])
+    fd = open_for_writing(str(tmp_path / "slot-b.img"), backing)  # another file is the inactive slot
+    os.close(fd)
