@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -139,6 +140,23 @@ def replace_file(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     fsync_dir(directory)
 
 
+def check_output_path(path: str | os.PathLike[str]) -> None:
+    """Refuse an output path that an atomic replace would mishandle: a device node, FIFO or
+    directory (replacing a device node with a file is how /dev/null gets lost), or a missing directory."""
+    from edge.errors import UsageError
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"{path}: the directory {directory} does not exist")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{path} exists and is not a regular file; refusing to replace it")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], mode: int = 0o644, prefix: str = ".edge-",
                   sync: bool = True, exclusive: bool = False) -> Iterator[BinaryIO]:
@@ -147,6 +165,7 @@ def atomic_output(path: str | os.PathLike[str], mode: int = 0o644, prefix: str =
     ``exclusive``: never replace an existing ``path`` (FileExistsError, also when another
     process created it meanwhile)."""
     path = os.fspath(path)
+    check_output_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
     try:

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import zstandard
 
 from edge import __version__
-from edge.fsutil import ShortFileError, atomic_output, sha256_prefix
+from edge.fsutil import ShortFileError, atomic_output, check_output_path, sha256_prefix
 from edge.squashfs import SquashfsError, SquashfsImage
 from edge.squashfs import format as sqfmt
-from edge.squashfs.compressors import Codec, available_impls
+from edge.squashfs.compressors import Codec, CodecError, available_impls
 
 from . import format as dfmt
-from .blocks import RebuildMeter, fd_pread, read_reference, rebuild_block
+from .blocks import RebuildMeter, block_size_of, fd_pread, read_reference, rebuild_block
 from .errors import DeltaError
 from .format import (
     BLOCK_COMPRESSED,
@@ -203,7 +203,10 @@ class _Encoder:
 
     def _decompress(self, raw: bytes, limit: int) -> bytes:
         assert self.target_read_codec is not None
-        return self.target_read_codec.decompress(raw, limit)
+        try:
+            return self.target_read_codec.decompress(raw, limit)
+        except CodecError as exc:
+            raise DeltaError(f"the new image has a block that does not decompress ({exc}): a damaged image") from None
 
     def blocks(self, draft: DraftBlocks) -> list[Op]:
         blocks = self._target_blocks(draft)
@@ -224,6 +227,9 @@ class _Encoder:
                 j += 1
             seg = blocks[i:j]
             expected = b"".join(stored for _, stored, _ in seg)
+            size = block_size_of(draft.mode, self.codec)
+            if ok[i] and any(len(plain) != size for plain, _, _ in seg[:-1]):
+                ok[i] = False  # a short block inside the run: the device splits content into whole blocks
             if not ok[i]:
                 self.unreproducible += j - i
                 ops += self.literal(expected)
@@ -263,6 +269,7 @@ def make_delta(
     ``rebuild_rate`` is the plain bytes/s the device recompresses with all its
     cores; by default this machine's rate, measured while checking the blocks.
     """
+    check_output_path(out)
     if link_speed is not None and link_speed <= 0:
         raise DeltaError(f"link speed must be positive, not {link_speed}")
     if rebuild_rate is not None and rebuild_rate <= 0:
@@ -277,11 +284,18 @@ def make_delta(
         t_img = None if generic else _open_squashfs(target)
         codec = sample = None
         kind = "generic"
+        drafts = None
         if s_img is not None and t_img is not None:
-            kind = "squashfs"
-            codec, sample = reproducing_codec(t_img, tfd)
-            drafts = squashfs_plan(s_img, t_img, sfd, tfd, tsize)
-        else:
+            try:
+                codec, sample = reproducing_codec(t_img, tfd)
+                drafts = squashfs_plan(s_img, t_img, sfd, tfd, tsize)
+                kind = "squashfs"
+            except (SquashfsError, CodecError):
+                # a damaged or inconsistent image (a corrupt block, overlapping blocks, an index out of
+                # range): its bytes are still what the delta must produce, so it gets a byte-level delta
+                s_img = t_img = None
+                codec = sample = None
+        if drafts is None:
             drafts = generic_plan(sfd, ssize, tfd, tsize)
         enc = _Encoder(level, sfd, ssize, tfd, tsize, codec, s_img.codec if s_img is not None else None,
                        t_img.codec if t_img is not None else None)

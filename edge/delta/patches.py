@@ -103,13 +103,26 @@ def decode_bsdiff(payload: bytes | memoryview, length: int, ref: bytes) -> bytes
 QUICK_LEVEL = 9  # dictionary patches at this level cost a twentieth of level 19's CPU (the dictionary loads fast)
 BSDIFF_MAX_RATIO = 0.2  # bsdiff is tried where the quick dictionary patch is under this share of the content
 BSDIFF_CLEAR_WIN = 0.7  # a bsdiff patch under this share of the quick one is kept without a full-level try
+# below this share the content is the reference nearly unchanged (or runs of one byte, on which bsdiff's
+# search turns quadratic: a few MB of zeros took minutes); bsdiff never won there on the benchmark pairs
+BSDIFF_MIN_RATIO = 0.002
+
+
+_RUNS = (bytes(32 << 10), b"\xff" * (32 << 10))
+
+
+def _long_runs(data: bytes) -> bool:
+    """Whether ``data`` holds a run of 32 KiB of zeros or 0xff bytes (holes, padding). bsdiff's scan
+    re-extends its match at every position of such a run: quadratic (4 MB of zeros took minutes)."""
+    return any(run in data for run in _RUNS)
 
 
 def make_patch(data: bytes, ref: bytes, level: int, *, bsdiff: bool = True) -> tuple[int, bytes]:
     """(encoding, payload): the smallest patch from ``ref`` to ``data`` among those tried.
 
     Without a reference: zstd alone.  With one: a dictionary patch at ``QUICK_LEVEL``
-    first; bsdiff where that patch is under ``BSDIFF_MAX_RATIO`` of the content (content
+    first; bsdiff where that patch is under ``BSDIFF_MAX_RATIO`` of the content but not under
+    ``BSDIFF_MIN_RATIO`` (content
     that is mostly old content moved and adjusted; elsewhere bsdiff never won on the
     benchmark pairs and costs more than both dictionary patches); then the dictionary
     patch at ``level``, unless bsdiff already beat the quick one by ``1 - BSDIFF_CLEAR_WIN``
@@ -122,7 +135,8 @@ def make_patch(data: bytes, ref: bytes, level: int, *, bsdiff: bool = True) -> t
     quick_level = min(level, QUICK_LEVEL)
     quick = zstandard.ZstdCompressor(level=quick_level, dict_data=_raw_dict(ref)).compress(data)
     best = (ENC_ZSTD_DICT, quick)
-    if bsdiff and data and len(quick) < BSDIFF_MAX_RATIO * len(data):
+    if (bsdiff and data and BSDIFF_MIN_RATIO * len(data) <= len(quick) < BSDIFF_MAX_RATIO * len(data)
+            and not _long_runs(data)):
         payload = encode_bsdiff(data, ref, level)
         # checked here with the applier's own decoder: a patch that does not reproduce is never shipped
         if payload is not None and len(payload) < len(quick) and decode_bsdiff(payload, len(data), ref) == data:

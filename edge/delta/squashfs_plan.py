@@ -26,6 +26,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from edge.squashfs import SquashfsError
 from edge.squashfs import format as sqfmt
 from edge.squashfs.reader import FileLayout, ImageLayout, SquashfsImage, TableLayout
 
@@ -119,6 +120,8 @@ class _Source:
         return None
 
     def fragment_block(self, index: int) -> SourceBlock:
+        if not 0 <= index < len(self.layout.fragments):
+            raise SquashfsError(f"a file names fragment {index}; the image has {len(self.layout.fragments)}")
         b = self.layout.fragments[index]
         plain = self.fragment_plain.get(index)
         if plain is None:
@@ -297,7 +300,7 @@ def _fill_gaps(drafts: list[Draft], target_fd: int, target_size: int) -> list[Dr
     pos = 0
     for d in drafts:
         if d.offset < pos:
-            raise AssertionError(f"overlapping drafts at {d.offset} (covered up to {pos})")
+            raise SquashfsError(f"the image's blocks or tables overlap at byte {d.offset} (covered up to {pos})")
         if d.offset > pos:
             out.append(_gap(pos, d.offset - pos, target_fd))
         out.append(d)

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.delta import CorruptDeltaError, DeltaError, apply_delta, make_delta
+from edge.errors import UsageError
 from edge.delta import format as dfmt
 from edge.delta.apply import compressor_memory, rebuild_threads
 from edge.delta.blocks import read_reference
@@ -262,3 +263,31 @@ def test_a_cut_download_after_a_resume_keeps_the_checkpoint(tmp_path, pair):
     result = apply_delta(old, delta, target, state_path=state)
     assert result.resumed_at_op == kept["op"]
     assert open(target, "rb").read() == open(new, "rb").read()
+
+
+def test_make_refuses_to_replace_a_device_node_or_fifo(tmp_path, pair):
+    old, new, _, _ = pair
+    node = str(tmp_path / "null")
+    os.mknod(node, 0o666 | 0o020000, os.makedev(1, 3))  # a character device, as /dev/null
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    for out in (node, fifo, str(tmp_path)):
+        with pytest.raises(UsageError, match="not a regular file"):
+            make_delta(old, new, out)
+    assert os.path.exists(node) and not os.path.isfile(node)
+    with pytest.raises(UsageError, match="does not exist"):
+        make_delta(old, new, str(tmp_path / "no" / "such" / "d.delta"))
+
+
+def test_a_damaged_new_image_gets_a_byte_level_delta_that_reproduces_it(tmp_path, pair):
+    """A corrupt compressed block in NEW (the squashfs planner cannot decompress it): the delta still
+    turns OLD into exactly those bytes, through the generic path."""
+    old, new, _, _ = pair
+    img = bytearray(open(new, "rb").read())
+    img[96 + 200 : 96 + 216] = bytes(16)  # inside the first data block
+    bad = tmp_path / "bad.sqfs"
+    bad.write_bytes(img)
+    result = make_delta(old, str(bad), str(tmp_path / "d.delta"))
+    apply_delta(old, str(tmp_path / "d.delta"), str(tmp_path / "t.img"))
+    assert open(tmp_path / "t.img", "rb").read() == bytes(img)
+    assert result.kind in ("generic", "squashfs")

@@ -14,6 +14,7 @@ from edge.delta import format as dfmt
 from edge.delta.patches import (
     BSDIFF_CLEAR_WIN,
     BSDIFF_MAX_RATIO,
+    BSDIFF_MIN_RATIO,
     QUICK_LEVEL,
     control_limit,
     decode_bsdiff,
@@ -75,7 +76,7 @@ def test_make_patch_keeps_the_smallest_tried_and_it_decodes(pair, with_ref, leve
     if enc == dfmt.ENC_BSDIFF and len(payload) < BSDIFF_CLEAR_WIN * quick:
         return  # a clear bsdiff win: the full-level dictionary patch was not tried
     assert len(payload) <= full
-    if quick >= BSDIFF_MAX_RATIO * len(data):
+    if not BSDIFF_MIN_RATIO * len(data) <= quick < BSDIFF_MAX_RATIO * len(data):
         assert enc == dfmt.ENC_ZSTD_DICT  # bsdiff is only tried where the content is mostly the reference's
 
 
@@ -163,3 +164,37 @@ def test_reader_accepts_bsdiff_and_version_1_deltas_and_refuses_unknown_encoding
     v1 = v1.replace(b'"format":2', b'"format":1')
     hdr, _, _ = dfmt.DeltaReader(io.BytesIO(v1), "d").preamble()
     assert hdr.source_sha256 == "0" * 64
+
+
+def test_runs_of_one_byte_do_not_reach_bsdiff(monkeypatch):
+    """bsdiff's search is quadratic on runs of one byte (4 MB of zeros took minutes): such content
+    patches to almost nothing with a dictionary and never goes to bsdiff."""
+    import edge.delta.patches as patches
+
+    def no_bsdiff(*args):
+        raise AssertionError("bsdiff was tried")
+
+    monkeypatch.setattr(patches, "encode_bsdiff", no_bsdiff)
+    ref = bytes(4 << 20)
+    data = bytearray(ref)
+    data[1000:1008] = b"12345678"
+    enc, payload = patches.make_patch(bytes(data), ref, 19)
+    assert enc == dfmt.ENC_ZSTD_DICT and read_patch(enc, payload, len(data), ref) == data
+
+
+def test_content_with_long_zero_runs_does_not_reach_bsdiff(monkeypatch):
+    """A changed block followed by megabytes of zeros (a sparse disk image in a file): the quick patch
+    is a few percent of the content, inside bsdiff's range, but the zero run would make bsdiff quadratic."""
+    import random
+
+    import edge.delta.patches as patches
+
+    def no_bsdiff(*args):
+        raise AssertionError("bsdiff was tried")
+
+    monkeypatch.setattr(patches, "encode_bsdiff", no_bsdiff)
+    rnd = random.Random(5)
+    ref = rnd.randbytes(128 << 10) + bytes(4 << 20)
+    data = rnd.randbytes(128 << 10) + bytes(4 << 20)
+    enc, payload = patches.make_patch(data, ref, 19)
+    assert enc == dfmt.ENC_ZSTD_DICT and read_patch(enc, payload, len(data), ref) == data
