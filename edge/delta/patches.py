@@ -108,11 +108,11 @@ BSDIFF_CLEAR_WIN = 0.7  # a bsdiff patch under this share of the quick one is ke
 BSDIFF_MIN_RATIO = 0.002
 
 
-_RUNS = (bytes(32 << 10), b"\xff" * (32 << 10))
+_RUNS = (bytes(256 << 10), b"\xff" * (256 << 10))
 
 
 def _long_runs(data: bytes) -> bool:
-    """Whether ``data`` holds a run of 32 KiB of zeros or 0xff bytes (holes, padding). bsdiff's scan
+    """Whether ``data`` holds a run of 256 KiB of zeros or 0xff bytes (holes, padding). bsdiff's scan
     re-extends its match at every position of such a run: quadratic (4 MB of zeros took minutes)."""
     return any(run in data for run in _RUNS)
 
