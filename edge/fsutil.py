@@ -31,6 +31,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from edge.errors import UsageError
+
 
 class FileTooLargeError(Exception):
     """A file holds more bytes than its kind may (see :func:`read_bounded`)."""
@@ -143,8 +145,6 @@ def replace_file(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
 def check_output_path(path: str | os.PathLike[str]) -> None:
     """Refuse an output path that an atomic replace would mishandle: a device node, FIFO or
     directory (replacing a device node with a file is how /dev/null gets lost), or a missing directory."""
-    from edge.errors import UsageError
-
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):

@@ -13,7 +13,7 @@ from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
 
 from .output import print_json, print_table
-from .units import parse_rate
+from .units import parse_rate, parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--state", metavar="FILE", help="checkpoint file (default: TARGET.edge-apply, or under "
                                                    "/var/lib/edge for block devices)")
     a.add_argument("--processors", type=int, default=0, metavar="N", help="recompression threads")
-    a.add_argument("--checkpoint-every", default="16M", metavar="SIZE",
+    a.add_argument("--checkpoint-every", type=parse_size, default="16M", metavar="SIZE",
                    help="write a resume checkpoint after this many target bytes (default: 16M)")
     a.add_argument("--json", action="store_true", help="print the result as JSON")
     a.set_defaults(func=cmd_apply)
@@ -108,23 +108,10 @@ def _delta_source(patch: str):  # type: ignore[no-untyped-def]
     return open_at
 
 
-def _checkpoint_bytes(text: str) -> int:
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
-    try:
-        n = int(t[:-1] if mult > 1 else t) * mult
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise UsageError(f"--checkpoint-every {text!r} is not a positive size (e.g. 16M, 1G, 65536)")
-    return n
-
-
 def cmd_apply(args: argparse.Namespace) -> int:
-    checkpoint_bytes = _checkpoint_bytes(args.checkpoint_every)
     with Progress(f"applying {os.path.basename(args.patch)}") as bar:
         result = apply_delta(args.old, _delta_source(args.patch), args.output, state_path=args.state, progress=bar.update,
-                             workers=args.processors, checkpoint_bytes=checkpoint_bytes)
+                             workers=args.processors, checkpoint_bytes=args.checkpoint_every)
     if args.json:
         print_json(dataclasses.asdict(result))
         return 0

@@ -108,9 +108,7 @@ def codec_from_header(header: Header) -> tuple[Codec | None, Codec | None]:
         return None, None
     try:
         source_codec = None
-        if c.get("source_compressor"):
-            if c["source_compressor"] not in ("zstd", "gzip", "xz", "lzma"):
-                raise CorruptDeltaError(f"delta source compressor {c['source_compressor']!r} is not supported")
+        if c.get("source_compressor"):  # (names, levels and block sizes were checked by Header.from_json)
             source_codec = Codec(name=c["source_compressor"], level=0, block_size=int(c["source_block_size"]))
         if not c.get("name"):
             return None, source_codec

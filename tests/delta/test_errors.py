@@ -16,20 +16,9 @@ from edge.delta import (
     DeltaError,
     SourceMismatchError,
     apply_delta,
-    make_delta,
 )
 from edge.delta import format as dfmt
-from tests.delta.helpers import base_entries, edit, write
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pair")
-    old = write(base_entries(11, files=30), str(tmp / "old.sqfs"), compressor="zstd", level=19)
-    new = write(edit(base_entries(11, files=30), 11), str(tmp / "new.sqfs"), compressor="zstd", level=19)
-    delta = str(tmp / "d.delta")
-    make_delta(old, new, delta)
-    return old, new, delta, open(delta, "rb").read()
+from tests.delta.helpers import base_entries, write
 
 
 def test_wrong_source_image_is_refused_before_writing(tmp_path, pair):
