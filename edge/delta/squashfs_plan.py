@@ -134,12 +134,12 @@ class _Source:
         """Source blocks (plus the fragment holding the tail) of ``f`` overlapping plain range [start, end)."""
         bs = self.img.superblock.block_size
         out: list[SourceBlock] = []
-        for i, b in enumerate(f.blocks):
-            lo = i * bs
-            size = min(bs, f.size - lo)
-            if lo + size <= start or lo >= end:
-                continue
-            out.append(SourceBlock(b.offset, _word(b.stored_size, b.compressed) if b.stored_size else 0, size))
+        for i in range(max(0, start // bs), min(len(f.blocks), -(-end // bs))):
+            b = f.blocks[i]
+            size = min(bs, f.size - i * bs)
+            if not b.stored_size or i * bs + size <= start:
+                continue  # a hole adds only zeros to the reference
+            out.append(SourceBlock(b.offset, _word(b.stored_size, b.compressed), size))
         tail_start = len(f.blocks) * bs
         if f.fragment is not None and tail_start < end and f.size > start:
             out.append(self.fragment_block(f.fragment))
@@ -198,9 +198,8 @@ def plan(source: SquashfsImage, target: SquashfsImage, source_fd: int, target_fd
             run = []
 
         for i, b in enumerate(f.blocks):
-            if not b.stored_size:  # a hole: no bytes in the image, but part of a changed run's content
-                if run:
-                    run.append((i, SourceBlock(b.offset, 0, min(bs, f.size - i * bs))))
+            if not b.stored_size:  # a hole has no bytes in the image: it ends a changed run
+                flush_run()
                 continue
             digest = _digest(os.pread(target_fd, b.stored_size, b.offset))
             src_off = src.blocks.get(digest)

@@ -24,6 +24,9 @@ from edge.errors import InputFileError
 from .errors import SquashfsError
 
 _CACHE_BLOCKS = 256
+# layout() refuses images with more block pointers than this (2 TiB of 128 KiB blocks): a few
+# bytes of compressed inode table can declare millions of sparse blocks.
+MAX_LAYOUT_BLOCKS = 1 << 24
 _MAX_XATTR_VALUE = 65536
 _MAX_SYMLINK = 65535
 
@@ -172,6 +175,7 @@ class SquashfsImage:
             )
             self._ids: list[int] | None = None
             self._frag_cache: tuple[int, bytes] | None = None
+            self._last_inode: Inode | None = None  # hard links listed together parse once
             self._table_bounds()
         except BaseException:
             self.close()  # a refused image does not leak the file this object opened
@@ -328,6 +332,13 @@ class SquashfsImage:
         return self.inode(self.superblock.root_inode)
 
     def inode(self, ref: int) -> Inode:
+        last = self._last_inode
+        if last is not None and last.ref == ref:
+            return last
+        self._last_inode = self._parse_inode(ref)
+        return self._last_inode
+
+    def _parse_inode(self, ref: int) -> Inode:
         block, offset = fmt.split_ref(ref)
         if offset >= fmt.METADATA_SIZE:
             raise self._err(f"inode reference {ref:#x} has offset {offset} past a metadata block")
@@ -446,22 +457,28 @@ class SquashfsImage:
         if not root.is_dir:
             raise self._err("the root inode is not a directory")
         seen_dirs = {root.ref}
-        stack: list[tuple[str, Inode]] = [("", root)]
+        yield "", root
+        # entries, not inodes, wait on the stack: a directory of hard links to one huge sparse
+        # file holds one parsed inode at a time, not one per name
+        stack: list[tuple[str, DirEntry]] = []
+
+        def push(path: str, inode: Inode) -> None:
+            entries = self.listdir(inode)
+            stack.extend((f"{path}/{e.name}" if path else e.name, e) for e in reversed(entries))
+
+        push("", root)
         while stack:
-            path, inode = stack.pop()
+            path, entry = stack.pop()
+            inode = self.inode(entry.inode_ref)
+            if inode.basic_type != entry.type:
+                raise self._err(f"{path}: directory entry type {entry.type} does not match inode type {inode.type}")
+            if inode.is_dir:
+                if inode.ref in seen_dirs:
+                    raise self._err(f"{path}: directory loop (inode {inode.number} reached twice)")
+                seen_dirs.add(inode.ref)
             yield path, inode
             if inode.is_dir:
-                children = []
-                for entry in self.listdir(inode):
-                    child = self.inode(entry.inode_ref)
-                    if child.basic_type != entry.type:
-                        raise self._err(f"{path}/{entry.name}: directory entry type {entry.type} does not match inode type {child.type}")
-                    if child.is_dir:
-                        if child.ref in seen_dirs:
-                            raise self._err(f"{path}/{entry.name}: directory loop (inode {child.number} reached twice)")
-                        seen_dirs.add(child.ref)
-                    children.append((f"{path}/{entry.name}" if path else entry.name, child))
-                stack.extend(reversed(children))
+                push(path, inode)
 
     # --------------------------------------------------------------- content
     def iter_file(self, inode: Inode) -> Iterator[bytes]:
@@ -571,20 +588,33 @@ class SquashfsImage:
             data=(data_start, sb.inode_table),
         )
         bs = sb.block_size
+        data_bytes = sb.inode_table - data_start
+        if sb.fragment_count > data_bytes:
+            raise self._err(f"the fragment table lists {sb.fragment_count} fragment blocks; the data area holds {data_bytes} bytes")
         seen_files: set[int] = set()
+        total = 0
         for path, inode in self.walk():
             if not inode.is_file or inode.ref in seen_files:
                 continue
             seen_files.add(inode.ref)
+            total += len(inode.block_sizes)
+            if total > MAX_LAYOUT_BLOCKS:
+                raise self._err(f"{path}: the image has more than {MAX_LAYOUT_BLOCKS} block pointers ({total * bs} bytes of file data declared so far)")
             blocks = []
             pos = inode.blocks_start
             remaining = inode.size
+            hole: BlockLocation | None = None  # one object for a run of holes (they share an offset)
             for word in inode.block_sizes:
                 stored = word & fmt.DATA_SIZE_MASK
                 want = min(bs, remaining)
-                blocks.append(BlockLocation(pos, stored, stored != 0 and not word & fmt.DATA_UNCOMPRESSED, want if stored else 0))
-                pos += stored
                 remaining -= want
+                if not stored:
+                    if hole is None or hole.offset != pos:
+                        hole = BlockLocation(pos, 0, False, 0)
+                    blocks.append(hole)
+                    continue
+                blocks.append(BlockLocation(pos, stored, not word & fmt.DATA_UNCOMPRESSED, want))
+                pos += stored
             frag = inode.fragment if inode.fragment != fmt.INVALID_FRAGMENT else None
             lay.files.append(FileLayout(path, inode.number, inode.size, tuple(blocks), frag, inode.fragment_offset, remaining if frag is not None else 0))
         for i in range(sb.fragment_count):
