@@ -600,23 +600,9 @@ class SquashfsImage:
             total += len(inode.block_sizes)
             if total > MAX_LAYOUT_BLOCKS:
                 raise self._err(f"{path}: the image has more than {MAX_LAYOUT_BLOCKS} block pointers ({total * bs} bytes of file data declared so far)")
-            blocks = []
-            pos = inode.blocks_start
-            remaining = inode.size
-            hole: BlockLocation | None = None  # one object for a run of holes (they share an offset)
-            for word in inode.block_sizes:
-                stored = word & fmt.DATA_SIZE_MASK
-                want = min(bs, remaining)
-                remaining -= want
-                if not stored:
-                    if hole is None or hole.offset != pos:
-                        hole = BlockLocation(pos, 0, False, 0)
-                    blocks.append(hole)
-                    continue
-                blocks.append(BlockLocation(pos, stored, not word & fmt.DATA_UNCOMPRESSED, want))
-                pos += stored
+            blocks, remaining = self._block_locations(inode)
             frag = inode.fragment if inode.fragment != fmt.INVALID_FRAGMENT else None
-            lay.files.append(FileLayout(path, inode.number, inode.size, tuple(blocks), frag, inode.fragment_offset, remaining if frag is not None else 0))
+            lay.files.append(FileLayout(path, inode.number, inode.size, blocks, frag, inode.fragment_offset, remaining if frag is not None else 0))
         for i in range(sb.fragment_count):
             start, word = self.fragment_entry(i)
             stored = word & fmt.DATA_SIZE_MASK
@@ -634,6 +620,31 @@ class SquashfsImage:
             t = self._lookup_table("xattr id table", self._xattr_index, sb.xattr_id_table + fmt.XATTR_ID_TABLE.size, self._xattr_count * 16)
             lay.tables.append(TableLayout(t.name, t.start if self._xattr_index else sb.xattr_id_table, t.end, t.metadata_blocks, sb.xattr_id_table))
         return lay
+
+    def _block_locations(self, inode: Inode) -> tuple[tuple[BlockLocation, ...], int]:
+        """Where each block of a file is, and the bytes left for its fragment. A run of holes shares
+        one object (they share an offset): a file may declare millions of them."""
+        bs = self.superblock.block_size
+        remaining = inode.size
+
+        def locations() -> Iterator[BlockLocation]:
+            nonlocal remaining
+            pos = inode.blocks_start
+            hole: BlockLocation | None = None
+            for word in inode.block_sizes:
+                stored = word & fmt.DATA_SIZE_MASK
+                want = min(bs, remaining)
+                remaining -= want
+                if not stored:
+                    if hole is None or hole.offset != pos:
+                        hole = BlockLocation(pos, 0, False, 0)
+                    yield hole
+                    continue
+                yield BlockLocation(pos, stored, not word & fmt.DATA_UNCOMPRESSED, want)
+                pos += stored
+
+        blocks = tuple(locations())  # built in place: no list of millions beside it
+        return blocks, remaining
 
     def _chain(self, name: str, start: int, end: int) -> TableLayout:
         blocks = []
