@@ -2,18 +2,36 @@
 
 A delta is written over the inactive slot while the active one is read; if the
 two are the same bytes under different names — another device node for one
-device, a loop device and its backing file, two loop devices over one file, a
+device, a loop device and its backing file (even one deleted since), two loop
+devices over one file, partitions of two loop devices over one disk image, a
 device-mapper device and the partition under it, a whole disk and one of its
 partitions, a block device and a file on a filesystem it holds — writing one
-destroys the other. ``overlap`` answers from ``stat`` and ``/sys/dev/block``.
+destroys the other.
+
+Every path is resolved to byte ranges of the storage at the bottom: a regular
+file (by device and inode) or a disk that maps to nothing else. A partition is
+a window of its disk, a loop device a window of its backing file (asked of the
+kernel, so a deleted or renamed backing file still counts), a device-mapper or
+md device all of its members (their tables are not parsed, so two volumes on
+one partition count as overlapping). Two paths overlap when their ranges meet,
+or when one is a file and the other holds the filesystem it lives on.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import struct
 
 Id = tuple[str, int, int]
+Extent = tuple[Id, int, int]  # storage, first byte, one past the last
+END = 1 << 63
+_ANY: Id = ("unknown", 0, 0)  # a loop device whose backing storage cannot be told: meets everything
+_LOOP_GET_STATUS64 = 0x4C05
+# struct loop_info64: device, inode, rdevice, offset, sizelimit (u64); number, encrypt type, key size,
+# flags (u32); file name, crypt name (64 bytes), key (32 bytes); init (2 x u64)
+_LOOP_INFO64 = struct.Struct("<QQQQQIIII64s64s32sQQ")
 
 
 def _read(path: str) -> str | None:
@@ -24,6 +42,10 @@ def _read(path: str) -> str | None:
         return None
 
 
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
 def _dev_of(name: str) -> tuple[int, int] | None:
     text = _read(f"/sys/class/block/{name}/dev")
     if not text or ":" not in text:
@@ -32,53 +54,133 @@ def _dev_of(name: str) -> tuple[int, int] | None:
     return int(major), int(minor)
 
 
-def _block(major: int, minor: int, direct: set[Id], parents: set[Id], depth: int = 0) -> None:
-    """Add the block device and everything under it to ``direct``; disks holding its partitions to ``parents``."""
-    key = ("blk", major, minor)
-    if key in direct or depth > 16:
-        return
-    direct.add(key)
-    sysdir = f"/sys/dev/block/{major}:{minor}"
-    backing = _read(f"{sysdir}/loop/backing_file")
-    if backing:
+def _decode_dev(huge: int) -> tuple[int, int]:
+    """The kernel's 32-bit device encoding (loop_info64) as (major, minor)."""
+    return (huge & 0xFFF00) >> 8, (huge & 0xFF) | ((huge >> 12) & 0xFFF00)
+
+
+def _node(major: int, minor: int) -> str | None:
+    """A device node for ``major:minor``, to ask the kernel about it."""
+    uevent = _read(f"/sys/dev/block/{major}:{minor}/uevent") or ""
+    names = [line[len("DEVNAME="):] for line in uevent.splitlines() if line.startswith("DEVNAME=")]
+    for path in (f"/dev/block/{major}:{minor}", *(f"/dev/{n}" for n in names)):
         try:
-            st = os.stat(backing)
-            direct.add(("file", st.st_dev, st.st_ino))
-            if stat.S_ISBLK(st.st_mode):
-                _block(os.major(st.st_rdev), os.minor(st.st_rdev), direct, parents, depth + 1)
+            st = os.stat(path)
         except OSError:
-            pass
+            continue
+        if stat.S_ISBLK(st.st_mode) and st.st_rdev == os.makedev(major, minor):
+            return path
+    return None
+
+
+def _loop_backing(major: int, minor: int) -> tuple[int, int, int, int, int] | None:
+    """(backing st_dev, st_ino, st_rdev, offset, size limit) of a bound loop device; None when the
+    device is not a bound loop device. Raises LookupError when it is one but its backing is unknown."""
+    sysdir = f"/sys/dev/block/{major}:{minor}/loop"
+    if not os.path.isdir(sysdir):
+        return None
+    node = _node(major, minor)
+    if node is not None:
+        try:
+            fd = os.open(node, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                raw = fcntl.ioctl(fd, _LOOP_GET_STATUS64, bytes(_LOOP_INFO64.size))
+                dev, ino, rdev, offset, limit = _LOOP_INFO64.unpack(raw)[:5]
+                return os.makedev(*_decode_dev(dev)), ino, os.makedev(*_decode_dev(rdev)) if rdev else 0, offset, limit
+            except OSError:
+                pass  # ENXIO: not bound to anything; or no permission: try sysfs below
+            finally:
+                os.close(fd)
+    backing = _read(f"{sysdir}/backing_file")
+    if not backing:
+        return None
     try:
-        slaves = os.listdir(f"{sysdir}/slaves")
+        st = os.stat(backing)
     except OSError:
-        slaves = []
-    for name in slaves:
-        dev = _dev_of(name)
-        if dev is not None:
-            _block(*dev, direct, parents, depth + 1)
+        raise LookupError(backing) from None
+    rdev = st.st_rdev if stat.S_ISBLK(st.st_mode) else 0
+    return st.st_dev, st.st_ino, rdev, _int(_read(f"{sysdir}/offset")) or 0, _int(_read(f"{sysdir}/sizelimit")) or 0
+
+
+def _window(base: list[Extent], start: int, length: int) -> list[Extent]:
+    """Bytes [start, start + length) of what ``base`` stands for (kept whole when it is several pieces)."""
+    if len(base) != 1:
+        return base
+    ident, lo, hi = base[0]
+    if ident == _ANY:
+        return base
+    new_lo = lo + start
+    return [(ident, new_lo, min(hi, new_lo + length) if length < END else hi)]
+
+
+def _block(major: int, minor: int, containers: list[Extent], depth: int = 0) -> list[Extent]:
+    """The bytes block device ``major:minor`` stands for; what holds a loop device's backing file goes to ``containers``."""
+    sysdir = f"/sys/dev/block/{major}:{minor}"
+    size = _int(_read(f"{sysdir}/size"))
+    length = size * 512 if size is not None else END
+    if depth > 16:
+        return [(("blk", major, minor), 0, length)]
     if os.path.exists(f"{sysdir}/partition"):
         disk = _dev_of(os.path.basename(os.path.dirname(os.path.realpath(sysdir))))
-        if disk is not None:
-            parents.add(("blk", *disk))
+        start = _int(_read(f"{sysdir}/start"))
+        if disk is not None and start is not None:
+            return _window(_block(*disk, containers, depth + 1), start * 512, length)
+    try:
+        loop = _loop_backing(major, minor)
+    except LookupError:
+        return [_ANY_EXTENT]
+    if loop is not None:
+        dev, ino, rdev, offset, limit = loop
+        if rdev:
+            base = _block(os.major(rdev), os.minor(rdev), containers, depth + 1)
+        else:
+            base = [(("file", dev, ino), 0, END)]
+            if os.major(dev):
+                containers.extend(_block(os.major(dev), os.minor(dev), containers, depth + 1))
+        return _window(base, offset, length if size is not None else (limit or END))
+    try:
+        members = os.listdir(f"{sysdir}/slaves")
+    except OSError:
+        members = []
+    out: list[Extent] = []
+    for name in members:
+        dev_ = _dev_of(name)
+        if dev_ is not None:
+            out.extend(_block(*dev_, containers, depth + 1))
+    return out or [(("blk", major, minor), 0, length)]
 
 
-def identities(path: str) -> tuple[set[Id], set[Id]]:
-    """(what writing ``path`` writes, what holds it): storage ids of the path itself and of what lies
-    under it; and of the devices that contain it (a partition's disk, a file's filesystem device)."""
+_ANY_EXTENT: Extent = (_ANY, 0, END)
+
+
+def extents(path: str) -> tuple[list[Extent], list[Extent]]:
+    """(what writing ``path`` writes, what holds it): byte ranges of bottom storage for the path itself;
+    and for a file (or a loop device over one) the device holding its filesystem."""
     st = os.stat(path)
-    direct: set[Id] = set()
-    containers: set[Id] = set()
+    containers: list[Extent] = []
     if stat.S_ISBLK(st.st_mode):
-        _block(os.major(st.st_rdev), os.minor(st.st_rdev), direct, containers)
+        direct = _block(os.major(st.st_rdev), os.minor(st.st_rdev), containers)
     else:
-        direct.add(("file", st.st_dev, st.st_ino))
+        direct = [(("file", st.st_dev, st.st_ino), 0, END)]
         if os.major(st.st_dev):  # a filesystem on a block device (not tmpfs, overlay, ...)
-            _block(os.major(st.st_dev), os.minor(st.st_dev), containers, containers)
-    return direct, containers
+            containers = _block(os.major(st.st_dev), os.minor(st.st_dev), [])
+    # an unknown loop backing under a filesystem would make every two files on it "overlap"
+    return direct, [e for e in containers if e[0] != _ANY]
+
+
+def _meet(a: list[Extent], b: list[Extent]) -> bool:
+    for ia, lo_a, hi_a in a:
+        for ib, lo_b, hi_b in b:
+            if _ANY in (ia, ib) or (ia == ib and lo_a < hi_b and lo_b < hi_a):
+                return True
+    return False
 
 
 def overlap(a: str, b: str) -> bool:
     """True when writing one of the paths may change the other's bytes."""
-    da, ca = identities(a)
-    db, cb = identities(b)
-    return bool(da & db or ca & db or da & cb)
+    da, ca = extents(a)
+    db, cb = extents(b)
+    return _meet(da, db) or _meet(ca, db) or _meet(da, cb)

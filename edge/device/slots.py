@@ -11,9 +11,16 @@ from edge.storage import overlap
 from .errors import DeviceError
 
 
+def _missing_device(path: str) -> None:
+    """A slot under /dev that does not exist is a disk that is not there, not a file to create."""
+    if os.path.abspath(path).startswith("/dev/") and not os.path.exists(path):
+        raise DeviceError(f"{path}: no such device (is the disk attached and the slot path in the config right?)")
+
+
 def capacity(path: str) -> int:
     """How many bytes an image may occupy in the slot: a block device's size, or for a
     file slot its current size plus the free space of its filesystem."""
+    _missing_device(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -42,6 +49,7 @@ def open_for_writing(path: str, booted_path: str) -> int:
     """The inactive slot, opened read-write; refuses the booted slot whatever the path says."""
     if same_device(path, booted_path):
         raise DeviceError(f"{path} is the booted slot: refusing to write to the running system")
+    _missing_device(path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     if os.path.exists(booted_path) and os.fstat(fd).st_ino == os.stat(booted_path).st_ino and \
             os.fstat(fd).st_dev == os.stat(booted_path).st_dev:

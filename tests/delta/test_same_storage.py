@@ -99,3 +99,80 @@ def test_install_refuses_the_booted_slot_under_another_name(slot):
         open_for_writing(alias, loops[0])
     fd = open_for_writing(str(tmp_path / "slot-b.img"), backing)  # another file is the inactive slot
     os.close(fd)
+
+
+def test_a_loop_device_over_a_deleted_hard_link_of_the_slot(slot):
+    """The loop's backing name in sysfs reads '... (deleted)' and stats nothing; the kernel still
+    knows the inode, which is the slot's."""
+    tmp_path, backing, loops, delta = slot
+    link = str(tmp_path / "link.img")
+    os.link(backing, link)
+    loops.append(_loop(link))
+    os.unlink(link)
+    assert open(f"/sys/block/{os.path.basename(loops[-1])}/loop/backing_file").read().strip().endswith("(deleted)")
+    assert overlap(backing, loops[-1]) and overlap(loops[-1], backing)
+    _refused(backing, loops[-1], delta, backing, tmp_path)
+
+
+def _disk_image(path: str, sectors: int = 8192) -> None:
+    """An MBR disk image with two partitions of ``sectors`` sectors each, the first at 1 MiB."""
+    import struct
+
+    mbr = bytearray(512)
+    for i, start in enumerate((2048, 2048 + sectors)):
+        mbr[446 + 16 * i : 462 + 16 * i] = struct.pack("<B3sB3sII", 0, bytes(3), 0x83, bytes(3), start, sectors)
+    mbr[510:512] = b"\x55\xaa"
+    with open(path, "wb") as fh:
+        fh.write(mbr)
+        fh.truncate((2048 + 2 * sectors) * 512)
+
+
+def _partitions(loop: str) -> tuple[str, str]:
+    import time
+
+    parts = (f"{loop}p1", f"{loop}p2")
+    for _ in range(100):
+        if all(os.path.exists(p) for p in parts):
+            return parts
+        time.sleep(0.05)
+    subprocess.run(["partx", "-a", loop], check=False, capture_output=True)
+    assert all(os.path.exists(p) for p in parts), f"no partition nodes for {loop}"
+    return parts
+
+
+def test_partitions_of_two_loop_devices_over_one_disk_image(tmp_path):
+    """A/B on partitions of a disk image: p1 of one loop device and p1 of another over the same
+    image are the same bytes; p1 and p2 are not; the image file holds both."""
+    disk = str(tmp_path / "disk.img")
+    _disk_image(disk)
+    loops: list[str] = []
+    try:
+        for _ in range(2):
+            loops.append(subprocess.run(["losetup", "--find", "--show", "--partscan", disk], check=True,
+                                        capture_output=True, text=True).stdout.strip())
+        (x1, x2), (y1, y2) = _partitions(loops[0]), _partitions(loops[1])
+        assert overlap(x1, y1) and overlap(x2, y2)
+        assert overlap(x1, disk) and overlap(disk, y2)
+        assert overlap(x1, loops[0]) and overlap(loops[1], x2)
+        assert not overlap(x1, x2) and not overlap(x1, y2) and not overlap(y1, x2)
+        other = str(tmp_path / "other.img")
+        _disk_image(other)
+        assert not overlap(x1, other)
+    finally:
+        for dev in loops:
+            subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def test_install_refuses_a_slot_device_that_does_not_exist(slot):
+    """A slot path under /dev that is missing (a disk not attached, a typo in the config) is refused
+    by the installer's capacity and open steps; it is not created as a file in /dev."""
+    from edge.device.errors import DeviceError
+    from edge.device.slots import capacity, open_for_writing
+
+    tmp_path, backing, loops, delta = slot
+    missing = "/dev/edge-test-no-such-slot"
+    with pytest.raises(DeviceError, match="no such device"):
+        capacity(missing)
+    with pytest.raises(DeviceError, match="no such device"):
+        open_for_writing(missing, backing)
+    assert not os.path.exists(missing)
