@@ -45,6 +45,21 @@ class CreatedBundle:
     size: int  # bytes of the whole bundle
 
 
+def _check_delta_images(payload: str, source: ImageRef, target: ImageRef) -> None:
+    """The delta's own header names the images it goes from and to: they must be the manifest's."""
+    from edge.delta import DeltaError, read_header
+
+    try:
+        header = read_header(payload)[0]
+    except DeltaError as exc:
+        raise BundleCreateError(f"{payload}: not a usable delta: {exc}") from None
+    for what, ref, size, sha in (("source", source, header.source_size, header.source_sha256),
+                                 ("target", target, header.target_size, header.target_sha256)):
+        if ImageRef(sha, size) != ref:
+            raise ImageMismatchError(f"{payload}: the delta's {what} image is sha256 {sha} ({size} bytes), the "
+                                     f"bundle names {ref.sha256} ({ref.size} bytes)")
+
+
 def create_bundle(
     payload_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -101,6 +116,7 @@ def create_bundle(
     elif payload_type == "delta":
         if source_ref is None or target_ref is None or compressor is None:
             raise BundleCreateError("a delta bundle needs source=(sha256, size), target=(sha256, size) and the target's compressor")
+        _check_delta_images(payload, source_ref, target_ref)
     else:
         raise BundleCreateError(f"payload type {payload_type!r} is not 'full' or 'delta'")
 

@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EdgeError as exc:
-        print(f"edge: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc), exc.exit_code, type(exc).__name__)
     except KeyboardInterrupt:
         print("edge: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -99,13 +98,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"edge: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 3
+        return _fail(args, f"{where}{exc.strerror or exc}", 3, "OSError")
     except Exception as exc:  # a bug: say so in one line
         if os.environ.get("EDGE_DEBUG"):
             raise
-        print(f"edge: internal error: {type(exc).__name__}: {exc} (set EDGE_DEBUG=1 for a traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _fail(args, f"{type(exc).__name__}: {exc} (set EDGE_DEBUG=1 for a traceback)", EXIT_INTERNAL,
+                     "InternalError", prefix="internal error")
+
+
+def _fail(args: argparse.Namespace, message: str, code: int, kind: str, prefix: str = "error") -> int:
+    """One line on stderr; with --json also an error object on stdout, so a machine reading stdout
+    always gets JSON."""
+    print(f"edge: {prefix}: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        import json
+
+        try:
+            print(json.dumps({"error": {"message": message, "exit_code": code, "type": kind}}), flush=True)
+        except BrokenPipeError:
+            pass
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -74,6 +74,7 @@ class ApplyResult:
     seconds: float
     rebuilt_bytes: int = 0  # plain bytes recompressed into squashfs blocks
     rebuild_rate: float | None = None  # plain bytes/s this device recompresses with all its threads busy
+    resumed_at_pos: int | None = None  # target byte the apply resumed at (None: it started from the beginning)
 
 
 def read_header(delta: str | DeltaOpener) -> tuple[Header, bytes, bytes]:
@@ -172,11 +173,14 @@ def apply_delta(
     workers: int = 0,
     on_checkpoint: Callable[[dict], None] | None = None,
     checkpoint_bytes: int = CHECKPOINT_BYTES,
+    on_start: Callable[[Header], None] | None = None,
 ) -> ApplyResult:
     """Apply ``delta`` (a path, or ``open_at(offset)`` returning a stream there) to ``source``, writing ``target``.
 
     ``target`` may be a regular file or a block device; it is written in place
-    from the start, so it must not be the source.
+    from the start, so it must not be the source. ``on_start(header)`` runs once
+    the delta's header, compressor sample, source image and target room have been
+    checked, before the first byte is written; an exception from it stops the apply.
     """
     started = time.monotonic()
     return_large_buffers_promptly()  # peak memory follows the live buffers (bounded per op), not heap high-water
@@ -218,7 +222,7 @@ def apply_delta(
         tfd = os.open(target, flags, 0o644)
         try:
             args = (header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
-                    progress, workers, on_checkpoint, started, source_check, checkpoint_bytes)
+                    progress, workers, on_checkpoint, started, source_check, checkpoint_bytes, on_start)
             try:
                 return _run(*args)
             except (CorruptDeltaError, TargetMismatchError) as exc:
@@ -257,7 +261,7 @@ def _checkpoint_of(state: dict | None, did: str, header: Header, ops_start: int,
 def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: int, sfd: int, tfd: int, target: str,
          state_path: str, codec: Codec | None, source_codec: Codec | None, progress: Progress | None, workers: int,
          on_checkpoint: Callable[[dict], None] | None, started: float, source_check: float,
-         checkpoint_bytes: int, resume: bool = True) -> ApplyResult:
+         checkpoint_bytes: int, on_start: Callable[[Header], None] | None, resume: bool = True) -> ApplyResult:
     is_block = stat.S_ISBLK(os.fstat(tfd).st_mode)
     if is_block:
         capacity = os.lseek(tfd, 0, os.SEEK_END)
@@ -269,8 +273,10 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
         if room < header.target_size:
             raise DeltaError(f"{target}: the image needs {header.target_size} bytes and its filesystem has room "
                              f"for {room}; free space or write to a larger filesystem")
+    if on_start is not None:
+        on_start(header)
     state = _load_state(state_path)
-    resumed_at = None
+    resumed_at = resumed_pos = None
     op_index, dpos, tpos = 0, ops_start, 0
     # The first bytes (the superblock) are kept out of the target until the whole image is
     # verified, so a partial or wrong image never looks like a squashfs image.
@@ -279,9 +285,13 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
     if saved_at is not None:
         op_index, dpos, tpos, saved = saved_at
         head[: len(saved)] = saved
-        resumed_at = op_index
+        resumed_at, resumed_pos = op_index, tpos
     src = fd_pread(sfd, header.source_size, "source")
     threads = rebuild_threads(codec, workers or os.cpu_count() or 1)
+    # With compressor state this large (zstd with 1 MiB blocks: 17 MiB a thread) the applier's 64 MiB
+    # do not also hold the previous op's content while the next op's reference is read: rebuilds
+    # are finished first (they take far longer than decoding, so little overlap is lost).
+    drain_before_decode = codec is not None and threads * compressor_memory(codec) >= HEAVY_COMPRESSOR
     pool = ThreadPoolExecutor(max_workers=threads)
     meter = RebuildMeter()
     last_cp_bytes, last_cp_time = tpos, time.monotonic()
@@ -309,8 +319,9 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
         if len(data) != p.length or hashlib.sha256(data).digest() != p.sha256:
             assert codec is not None
             raise CannotReproduceError(
-                f"{name}: blocks op {p.index} rebuilt {len(data)} bytes that do not match the target; this device does "
-                f"not reproduce {codec.name} level {codec.level} blocks exactly ({codec.impl_version}); send a full bundle")
+                f"{name}: blocks op {p.index} rebuilt {len(data)} bytes that do not match the target: the delta is "
+                f"damaged, or this device does not reproduce {codec.name} level {codec.level} blocks exactly "
+                f"({codec.impl_version}; its sample block matched); send a full bundle")
         out.write(data, p.tpos)
         pending_bytes -= p.content_len
 
@@ -336,6 +347,8 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
                     if not header.sample_sha256:
                         raise CorruptDeltaError(f"{name}: blocks op {op_index} in a delta without a sample block to "
                                                 f"check the compressor against")
+                    if drain_before_decode:
+                        finish_all()
                     content = _blocks_content(op, op_index, src, codec, source_codec, name)
                     assert codec is not None
                     view = memoryview(content)
@@ -344,7 +357,8 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
                     if len(pieces) != len(op.flags):
                         raise CorruptDeltaError(f"{name}: blocks op {op_index} has {len(op.flags)} block flags for "
                                                 f"{len(pieces)} blocks of content")
-                    parts = [pool.submit(_rebuild, meter, op.mode, piece, flag, codec) for piece, flag in zip(pieces, op.flags)]
+                    parts = [pool.submit(_rebuild, meter, op.mode, piece, flag, codec, drain_before_decode)
+                             for piece, flag in zip(pieces, op.flags)]
                     pending.append(_Pending(op_index, tpos, op.length, op.sha256, parts, len(content)))
                     pending_bytes += len(content)
                     while pending and (pending_bytes > MAX_PENDING_BYTES or pending[0].done()):
@@ -390,10 +404,11 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
         pool.shutdown(wait=True)
     rate = meter.rate(threads)
     return ApplyResult(target, header.target_size, got, op_index, resumed_at, source_check, time.monotonic() - started,
-                       meter.plain, round(rate) if rate is not None else None)
+                       meter.plain, round(rate) if rate is not None else None, resumed_pos)
 
 
 REBUILD_MEMORY = 24 << 20  # compressor state the rebuild threads may hold between them
+HEAVY_COMPRESSOR = 12 << 20  # from this much compressor state on, an op is rebuilt before the next is decoded
 
 
 def rebuild_threads(codec: Codec | None, wanted: int) -> int:
@@ -414,7 +429,7 @@ def compressor_memory(codec: Codec) -> int:
     return 1 << 20  # zlib: a few hundred KiB
 
 
-def _rebuild(meter: RebuildMeter, mode: int, plain: memoryview, flag: int, codec: Codec) -> bytes:
+def _rebuild(meter: RebuildMeter, mode: int, plain: memoryview, flag: int, codec: Codec, drop: bool = False) -> bytes:
     try:
         return meter.rebuild(mode, plain, flag, codec)
     except DeltaError:
@@ -422,6 +437,9 @@ def _rebuild(meter: RebuildMeter, mode: int, plain: memoryview, flag: int, codec
     except (zlib.error, lzma.LZMAError, zstandard.ZstdError, CodecError, RuntimeError, ValueError, OverflowError) as exc:
         raise CannotReproduceError(f"this device cannot recompress {codec.name} level {codec.level} blocks "
                                    f"({codec.impl_version}): {exc}; send a full bundle") from None
+    finally:
+        if drop:  # a heavy context is not kept while the main thread reads the next op's reference
+            codec.drop_thread_context()
 
 
 @dataclass

@@ -117,8 +117,9 @@ class RebuildMeter:
 
 
 def read_reference(sources: tuple[SourceBlock | SourceChain, ...], pread: Pread, codec: Codec,
-                   limit: int = MAX_OP_REFERENCE) -> bytes:
-    """Decompress the source extents of an op into one reference buffer (bounded by ``limit``)."""
+                   limit: int = MAX_OP_REFERENCE) -> bytearray:
+    """Decompress the source extents of an op into one reference buffer (bounded by ``limit``; a
+    bytearray, not copied into bytes: the applier's peak memory counts it once)."""
     out = bytearray()
     for src in sources:
         if isinstance(src, SourceBlock):
@@ -150,7 +151,7 @@ def read_reference(sources: tuple[SourceBlock | SourceChain, ...], pread: Pread,
                 pos += 2 + size
                 if len(out) > limit:  # checked per 8 KiB block: a long chain stops here, not at its end
                     raise CorruptDeltaError(f"an op's reference exceeds {limit} bytes")
-    return bytes(out)
+    return out
 
 
 def _decompress(codec: Codec, raw: bytes, limit: int, offset: int) -> bytes:

@@ -218,7 +218,7 @@ class _Encoder:
         ref = b""
         if draft.sources and any(ok):
             assert self.source_codec is not None
-            ref = read_reference(tuple(draft.sources), self.src, self.source_codec)
+            ref = bytes(read_reference(tuple(draft.sources), self.src, self.source_codec))
         ops: list[Op] = []
         i = 0
         while i < len(blocks):

@@ -63,6 +63,28 @@ def unzstd(frame: bytes | memoryview, limit: int, ref: "bytes | zstandard.ZstdCo
     return out
 
 
+def unzstd_prefix(frame: bytes | memoryview, limit: int, ref: bytes | bytearray) -> bytes | bytearray:
+    """Decompress a frame made with ``ref`` as raw-content dictionary. The system libzstd reads ``ref``
+    in place (python-zstandard's dictionary objects copy it: a 10 MiB reference then costs 20 MiB of
+    the applier's 64); without it, python-zstandard does the work."""
+    if not ref:
+        return unzstd(frame, limit)
+    try:
+        size = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as exc:
+        raise CorruptDeltaError(f"a compressed op does not decompress: {exc}") from None
+    if size > limit:
+        raise CorruptDeltaError(f"a compressed op claims {size} bytes, more than {limit}")
+    try:
+        from edge.squashfs.native import NativeUnavailable, zstd_decompress_with_prefix
+
+        return zstd_decompress_with_prefix(frame, ref if isinstance(ref, (bytes, bytearray)) else bytes(ref), limit)
+    except NativeUnavailable:
+        return unzstd(frame, limit, ref)
+    except ValueError as exc:
+        raise CorruptDeltaError(f"a compressed op does not decompress: {exc}") from None
+
+
 def _raw_dict(ref: bytes) -> zstandard.ZstdCompressionDict:
     return zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
@@ -166,8 +188,8 @@ def read_patch(encoding: int, payload: bytes, length: int, ref: bytes | Callable
     if encoding == ENC_ZSTD:
         return unzstd(payload, length)
     if encoding == ENC_ZSTD_DICT:
-        data = ref() if callable(ref) else ref
-        d = _raw_dict(data) if data else b""
-        del data  # (zstd copied it)
-        return unzstd(payload, length, d)
-    return decode_bsdiff(payload, length, ref() if callable(ref) else ref)
+        return unzstd_prefix(payload, length, ref() if callable(ref) else ref)
+    data = ref() if callable(ref) else ref
+    if not isinstance(data, bytes):
+        data = bytes(data)  # (bsdiff4 takes read-only buffers; rebinding frees the bytearray before the decode)
+    return decode_bsdiff(payload, length, data)

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 from bsp.bootctl import BootControl, make_backend
 from bsp.bootctl.base import other_slot
+from edge.errors import EdgeError
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError
 
 from .config import DeviceConfig
@@ -148,7 +149,9 @@ class Installer:
             if op is not None and op.manifest_sha256 == bundle.manifest_sha256 and op.slot == target:
                 if op.step in ("verified", "installed"):
                     return self._arm(state, op, target, started, already=True)
-                resumed_from = int((op.checkpoint or {}).get("target_pos", 0))
+                if op.checkpoint:
+                    resumed_from = int(op.checkpoint.get("target_pos", 0))
+                recorded = True
             else:
                 # a new install: whatever was half-written before is abandoned
                 self._discard_delta_state(target)
@@ -157,14 +160,27 @@ class Installer:
                     self._save(state)
                     return self._arm(state, op, target, started, already=True)
                 op = self._new_op(state, bundle, source, target, step="writing")
-                self._save(state)
+                recorded = False  # saved right before the first write: a refusal before it changes no state
+
+            def begin() -> None:
+                nonlocal recorded
+                if not recorded:
+                    self._save(state)
+                    recorded = True
+
             details: dict[str, Any] = {}
-            if m.payload_type == "full":
-                self._write_full(bundle, state, op, target_path, booted_path)
-            else:
-                details = self._write_delta(bundle, state, op, target_path, booted_path)
-                if resumed_from is None and details.get("resumed_at_op"):
-                    resumed_from = 0
+            try:
+                if m.payload_type == "full":
+                    self._write_full(bundle, state, op, target_path, booted_path, begin)
+                else:
+                    details = self._write_delta(bundle, state, op, target_path, booted_path, begin)
+                    # what the applier found, not what the state hoped (a checkpoint at byte 0 saved nothing)
+                    resumed_from = details["resumed_at_pos"] or None
+            except EdgeError as exc:
+                if recorded:  # the slot was written: say why it is left half-written
+                    state.error(f"install of {m.version} into slot {target} failed: {exc}", exc.exit_code)
+                    self._save(state)
+                raise
             op.step = "verified"
             op.checkpoint = None
             self._save(state)
@@ -215,7 +231,8 @@ class Installer:
     def _delta_state_path(self, target: str) -> str:
         return os.path.join(self.config.state_dir, f"delta-apply-{target}.json")
 
-    def _write_full(self, bundle: Any, state: DeviceState, op: Operation, target_path: str, booted_path: str) -> None:
+    def _write_full(self, bundle: Any, state: DeviceState, op: Operation, target_path: str, booted_path: str,
+                    begin: Callable[[], None]) -> None:
         m = bundle.manifest
         size = m.target.size
         cp = op.checkpoint or {}
@@ -227,6 +244,7 @@ class Installer:
             out = HeldBackWriter(fd, head)  # the superblock stays off the disk until the slot verifies
             last_cp = next_chunk * bundle.chunk_size
             for index, chunk in enumerate(bundle.iter_chunks(next_chunk), start=next_chunk):
+                begin()
                 out.write(chunk, index * bundle.chunk_size)
                 done = index * bundle.chunk_size + len(chunk)
                 if self.progress:
@@ -250,10 +268,23 @@ class Installer:
         finally:
             os.close(fd)
 
-    def _write_delta(self, bundle: Any, state: DeviceState, op: Operation, target_path: str, booted_path: str) -> dict:
+    def _write_delta(self, bundle: Any, state: DeviceState, op: Operation, target_path: str, booted_path: str,
+                     begin: Callable[[], None]) -> dict:
         from edge.delta import apply_delta
 
         m = bundle.manifest
+        assert m.source is not None
+
+        def start(header: Any) -> None:
+            # The signature covers the manifest and each payload chunk, not that the two agree: a
+            # bundle built from the wrong delta is refused here, before the slot is touched.
+            for what, (size, sha), (want_size, want_sha) in (
+                    ("source", (header.source_size, header.source_sha256), (m.source.size, m.source.sha256)),
+                    ("target", (header.target_size, header.target_sha256), (m.target.size, m.target.sha256))):
+                if (size, sha) != (want_size, want_sha):
+                    raise DeviceError(f"the bundle's delta has {what} image {sha[:16]}… ({size} bytes), its manifest "
+                                      f"says {want_sha[:16]}… ({want_size} bytes): the bundle was built wrong; rebuild it")
+            begin()
         # make sure the target can be opened for writing and is not the booted slot
         os.close(open_for_writing(target_path, booted_path))
 
@@ -266,7 +297,7 @@ class Installer:
 
         result = apply_delta(booted_path, opener, target_path, state_path=self._delta_state_path(op.slot),
                              progress=(lambda d, t: self.progress("writing", d, t)) if self.progress else None,
-                             on_checkpoint=on_checkpoint, checkpoint_bytes=self.config.checkpoint_every)
+                             on_checkpoint=on_checkpoint, checkpoint_bytes=self.config.checkpoint_every, on_start=start)
         if result.size != m.target.size:
             raise DeviceError(f"the delta produced {result.size} bytes, the manifest says {m.target.size}")
         # apply_delta hashed the whole written target (and checked it against the delta's header):
@@ -274,7 +305,8 @@ class Installer:
         if result.sha256 != m.target.sha256:
             raise DeviceError(f"the slot written from the delta hashes to {result.sha256[:16]}…, the manifest says "
                               f"{m.target.sha256[:16]}…")
-        return {"resumed_at_op": result.resumed_at_op, "source_check_seconds": result.source_check_seconds}
+        return {"resumed_at_op": result.resumed_at_op, "resumed_at_pos": result.resumed_at_pos,
+                "source_check_seconds": result.source_check_seconds}
 
 
 def _free_bytes(directory: str) -> int:

@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 from typing import BinaryIO
 
+from edge.errors import InputFileError
+
 from .errors import DeviceError
 
 RETRIES = 5
@@ -30,8 +32,8 @@ def open_source(source: str) -> BinaryIO:
         return HttpStream(source)
     try:
         return open(source, "rb")
-    except OSError as exc:
-        raise DeviceError(f"{source}: {exc.strerror}") from None
+    except OSError as exc:  # a missing or unreadable bundle file is an input error (exit 3), as everywhere
+        raise InputFileError(f"{source}: {exc.strerror}") from None
 
 
 class HttpStream(io.RawIOBase):

@@ -118,6 +118,14 @@ class Codec:
             return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
         raise SquashfsError(f"compressor {self.name} ({impl}) can only be read, not written")
 
+    def drop_thread_context(self) -> None:
+        """Free the calling thread's cached compressor context (zstd with 1 MiB blocks keeps 17 MiB
+        in one); the next compress on this thread makes a new one."""
+        self._local.__dict__.pop("cctx", None)
+        native = self._native
+        if native is not None and hasattr(native, "drop_thread_context"):
+            native.drop_thread_context()
+
     def options(self) -> bytes | None:
         """The compressor-options payload mksquashfs would store, or None for defaults."""
         if self.name == "zstd" and self.level != ZSTD_DEFAULT_LEVEL:

@@ -37,12 +37,58 @@ def _libzstd() -> ctypes.CDLL:
     lib.ZSTD_compressBound.restype = ctypes.c_size_t
     lib.ZSTD_compressBound.argtypes = [ctypes.c_size_t]
     lib.ZSTD_createCCtx.restype = ctypes.c_void_p
+    lib.ZSTD_freeCCtx.restype = ctypes.c_size_t
+    lib.ZSTD_freeCCtx.argtypes = [ctypes.c_void_p]
     lib.ZSTD_compressCCtx.restype = ctypes.c_size_t
     lib.ZSTD_compressCCtx.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
                                       ctypes.c_size_t, ctypes.c_int]
     lib.ZSTD_isError.restype = ctypes.c_uint
     lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    lib.ZSTD_getErrorName.restype = ctypes.c_char_p
+    lib.ZSTD_getErrorName.argtypes = [ctypes.c_size_t]
+    lib.ZSTD_createDCtx.restype = ctypes.c_void_p
+    lib.ZSTD_freeDCtx.restype = ctypes.c_size_t
+    lib.ZSTD_freeDCtx.argtypes = [ctypes.c_void_p]
+    lib.ZSTD_DCtx_setParameter.restype = ctypes.c_size_t
+    lib.ZSTD_DCtx_setParameter.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    lib.ZSTD_DCtx_refPrefix.restype = ctypes.c_size_t
+    lib.ZSTD_DCtx_refPrefix.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    lib.ZSTD_decompressDCtx.restype = ctypes.c_size_t
+    lib.ZSTD_decompressDCtx.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
     return lib
+
+
+_ZSTD_D_WINDOW_LOG_MAX = 100  # ZSTD_d_windowLogMax
+
+
+def zstd_decompress_with_prefix(frame: bytes | bytearray | memoryview, prefix: bytes | bytearray, limit: int,
+                                window_log_max: int = 26) -> bytearray:
+    """One zstd frame decompressed with ``prefix`` as its raw-content dictionary (ZSTD_DCtx_refPrefix),
+    at most ``limit`` bytes. libzstd reads the prefix where it lies: python-zstandard's dictionary
+    objects copy it, which doubles a 10 MiB reference. Raises ValueError with libzstd's reason."""
+    lib = _libzstd()
+    src = frame if isinstance(frame, bytes) else bytes(frame)  # (a patch: small beside the reference)
+    out = bytearray(limit)
+    dctx = lib.ZSTD_createDCtx()
+    if not dctx:
+        raise MemoryError("ZSTD_createDCtx failed")
+    try:
+        def check(ret: int) -> int:
+            if lib.ZSTD_isError(ret):
+                raise ValueError(lib.ZSTD_getErrorName(ret).decode())
+            return ret
+
+        check(lib.ZSTD_DCtx_setParameter(dctx, _ZSTD_D_WINDOW_LOG_MAX, window_log_max))
+        # bytes are passed as a pointer to their own storage; a bytearray is exported in place
+        c_prefix = prefix if isinstance(prefix, bytes) else (ctypes.c_char * len(prefix)).from_buffer(prefix)
+        check(lib.ZSTD_DCtx_refPrefix(dctx, c_prefix, len(prefix)))
+        c_out = (ctypes.c_char * limit).from_buffer(out) if limit else None
+        n = check(lib.ZSTD_decompressDCtx(dctx, c_out, limit, src, len(src)))
+        del c_prefix, c_out  # (release the exported buffers before resizing)
+    finally:
+        lib.ZSTD_freeDCtx(dctx)
+    del out[n:]
+    return out
 
 
 @functools.cache
@@ -90,6 +136,11 @@ class SystemZstd:
         if lib.ZSTD_isError(n):
             raise RuntimeError("ZSTD_compressCCtx failed")
         return out.raw[:n]
+
+    def drop_thread_context(self) -> None:
+        cctx = self._local.__dict__.pop("cctx", None)
+        if cctx is not None:
+            self.lib.ZSTD_freeCCtx(cctx)
 
 
 class _Filter(ctypes.Structure):

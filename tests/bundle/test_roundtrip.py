@@ -15,6 +15,7 @@ from edge import __version__
 from edge.bundle import (
     BundleCreateError,
     BundleError,
+    ImageMismatchError,
     ImageRef,
     ManifestError,
     create_bundle,
@@ -209,20 +210,51 @@ def test_signer_may_not_be_broken(good_bundle, pki, image, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def _small_delta(tmp_path) -> tuple[str, ImageRef, ImageRef]:
+    from edge.delta import make_delta
+    from tests.delta.helpers import base_entries, edit
+    from tests.delta.helpers import write as write_image
+
+    old = write_image(base_entries(7, files=8), str(tmp_path / "old.sqfs"))
+    new = write_image(edit(base_entries(7, files=8), 7), str(tmp_path / "new.sqfs"))
+    delta_file = str(tmp_path / "delta.bin")
+    make_delta(old, new, delta_file)
+    refs = [ImageRef(hashlib.sha256(read(p)).hexdigest(), os.path.getsize(p)) for p in (old, new)]
+    return delta_file, refs[0], refs[1]
+
+
 def test_delta_bundle_through_the_api(pki, tmp_path):
-    delta_file = write(str(tmp_path / "delta.bin"), os.urandom(50_000))  # any bytes: the delta engine's output
-    source = ("a" * 64, 1_000_000)
-    target = ImageRef("b" * 64, 1_200_000)
+    delta_file, source, target = _small_delta(tmp_path)
     out = str(tmp_path / "d.edgeb")
     create_bundle(delta_file, out, pki.leaves["ed25519"].signer(), payload_type="delta", compatible=["qemu"],
-                  version="2.0.0-rc.1", security_version=3, source=source, target=target, compressor="zstd",
-                  delta={"engine": "edge-delta", "version": 1, "block_size": 4096, "ops": [1, 2]}, chunk_size=8192)
+                  version="2.0.0-rc.1", security_version=3, source=(source.sha256, source.size), target=target,
+                  compressor="zstd", delta={"engine": "edge-delta", "version": 1, "block_size": 4096, "ops": [1, 2]},
+                  chunk_size=8192)
     with open_bundle(out) as bundle:
         bundle.verify(pki.keyring(), board="qemu", installed_security_version=3)
         m = bundle.manifest
-        assert m.payload_type == "delta" and m.source == ImageRef(*source) and m.target == target
+        assert m.payload_type == "delta" and m.source == source and m.target == target
         assert m.delta == {"engine": "edge-delta", "version": 1, "block_size": 4096, "ops": [1, 2]}
         assert b"".join(bundle.iter_chunks()) == read(delta_file)
+
+
+def test_delta_bundle_must_name_the_images_its_delta_names(pki, tmp_path):
+    """The signature covers the manifest and the payload, not that they agree: create refuses a
+    manifest whose source or target is not the one in the delta's own header, and a payload that is
+    not a delta at all."""
+    delta_file, source, target = _small_delta(tmp_path)
+    other = ImageRef("b" * 64, target.size)
+    kw = dict(payload_type="delta", compatible=["qemu"], version="2.0.0", compressor="zstd")
+    signer = pki.leaves["ed25519"].signer()
+    with pytest.raises(ImageMismatchError, match=f"the delta's target image is sha256 {target.sha256}"):
+        create_bundle(delta_file, str(tmp_path / "a.edgeb"), signer, source=source, target=other, **kw)
+    with pytest.raises(ImageMismatchError, match="the delta's source image"):
+        create_bundle(delta_file, str(tmp_path / "b.edgeb"), signer, source=ImageRef(source.sha256, source.size + 1),
+                      target=target, **kw)
+    noise = write(str(tmp_path / "noise.bin"), os.urandom(5000))
+    with pytest.raises(BundleCreateError, match="not a usable delta: .*not an Edge delta"):
+        create_bundle(noise, str(tmp_path / "c.edgeb"), signer, source=source, target=target, **kw)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".edgeb")]
 
 
 @pytest.mark.parametrize("kwargs, pattern", [

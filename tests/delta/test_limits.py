@@ -282,3 +282,45 @@ def test_a_damaged_new_image_gets_a_byte_level_delta_that_reproduces_it(tmp_path
     apply_delta(old, str(tmp_path / "d.delta"), str(tmp_path / "t.img"))
     assert open(tmp_path / "t.img", "rb").read() == bytes(img)
     assert result.kind in ("generic", "squashfs")
+
+
+def test_apply_of_1mib_zstd19_blocks_stays_under_64mib(tmp_path):
+    """The heaviest compressor state there is (zstd 19 with 1 MiB blocks: 17 MiB) next to the largest
+    references (10 MiB): `edge delta apply` peaked at 68 MiB before the rebuild context was freed
+    between ops and dictionary patches were decoded against the reference in place."""
+    import random
+    import subprocess
+    import sys
+
+    from edge.delta import make_delta
+    from edge.squashfs import BytesContent, Entry, Kind, Tree, WriterOptions, write_image
+
+    rnd = random.Random(3)
+    words = [bytes(rnd.choice(b"abcdefghijklmnop") for _ in range(rnd.randint(2, 9))) for _ in range(3000)]
+    base = bytearray(b" ".join(rnd.choice(words) for _ in range(14_000_000 // 5))[:14_000_000])
+
+    def image(path: str, seed: int) -> str:
+        data = bytearray(base)
+        e = random.Random(seed)
+        for _ in range(len(data) // 20_000):
+            p = e.randrange(len(data) - 8)
+            data[p : p + 8] = e.randbytes(8)
+        entries = [Entry("", Kind.DIR, mode=0o755, mtime=1), Entry("big.txt", Kind.FILE, mtime=1, content=BytesContent(bytes(data)))]
+        write_image(Tree.from_entries(entries), path, WriterOptions(level=19, block_size=1 << 20, mtime=1))
+        return path
+
+    old, new = image(str(tmp_path / "old.sqfs"), 1), image(str(tmp_path / "new.sqfs"), 2)
+    delta = str(tmp_path / "d.delta")
+    result = make_delta(old, new, delta)
+    assert result.ops.get("blocks", 0) >= 3
+    out = str(tmp_path / "out.img")
+    # a small parent runs the command: a child forked from pytest itself would count pytest's pages
+    # (ru_maxrss spans the time before exec)
+    launcher = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL); "
+                "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    proc = subprocess.run([sys.executable, "-c", launcher, sys.executable, "-m", "edge", "delta", "apply", old, delta,
+                           "-o", out], capture_output=True, text=True, check=True)
+    rc, peak_kib = map(int, proc.stdout.split())
+    assert rc == 0, proc.stderr
+    assert open(out, "rb").read() == open(new, "rb").read()
+    assert peak_kib < 64 << 10, f"peak RSS {peak_kib >> 10} MiB"

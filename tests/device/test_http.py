@@ -54,3 +54,46 @@ def test_missing_url_is_a_clear_error(tmp_path, artifacts, server):
     sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
     with pytest.raises(DeviceError, match="HTTP 404"):
         Installer(load_config(os.path.join(d, "device.yaml"))).install(url(server, "nope.edgeb"))
+
+
+def _corrupt_copy(src: str, dst: str, offset_from_end: int) -> str:
+    data = bytearray(open(src, "rb").read())
+    data[len(data) - offset_from_end] ^= 0x40
+    open(dst, "wb").write(data)
+    return dst
+
+
+def test_a_download_that_fails_mid_slot_is_recorded_and_one_that_fails_first_changes_nothing(tmp_path, artifacts, server):
+    """A download is checked chunk by chunk as it streams: a bad chunk after some were written leaves
+    the slot marked 'installing' with the reason as the last error; a bad first chunk leaves the
+    state as it was (nothing was written)."""
+    from edge.bundle import BundleError
+    from tests.device.helpers import run_edge, sha256
+
+    pki = artifacts["pki"]
+    bundle = str(tmp_path / "small-chunks.edgeb")
+    assert run_edge("bundle", "create", artifacts["images"][2], "--key", pki["key"], "--cert", pki["cert"],
+                    "--compatible", "edge,x86-64-efi", "--version", "2.0.0", "--security-version", "2", "--chunk-size", "4K",
+                    "-o", bundle) == 0
+    server.root = str(tmp_path)
+    size = os.path.getsize(bundle)
+    from edge.bundle import open_bundle
+
+    with open_bundle(bundle) as b:
+        payload_at = b.payload_offset
+    late = _corrupt_copy(bundle, str(tmp_path / "late.edgeb"), 10)  # the last chunk
+    early = _corrupt_copy(bundle, str(tmp_path / "early.edgeb"), size - payload_at - 10)  # the first chunk
+
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=pki["keyring"])
+    cfg = load_config(os.path.join(d, "device.yaml"))
+    state_before, a_before = open(cfg.state_file).read(), sha256(cfg.slots["A"])
+    with pytest.raises(BundleError, match="chunk 0"):
+        Installer(cfg).install(url(server, early))
+    assert open(cfg.state_file).read() == state_before
+    with pytest.raises(BundleError) as err:
+        Installer(cfg).install(url(server, late))
+    info = status(cfg)
+    assert info["slots"]["B"]["status"] == "installing"
+    assert str(err.value) in info["last_error"]["message"] and info["last_error"]["exit_code"] == err.value.exit_code
+    assert sha256(cfg.slots["A"]) == a_before
