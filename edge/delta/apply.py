@@ -174,13 +174,16 @@ def apply_delta(
     on_checkpoint: Callable[[dict], None] | None = None,
     checkpoint_bytes: int = CHECKPOINT_BYTES,
     on_start: Callable[[Header], None] | None = None,
+    truncate: bool = True,
 ) -> ApplyResult:
     """Apply ``delta`` (a path, or ``open_at(offset)`` returning a stream there) to ``source``, writing ``target``.
 
     ``target`` may be a regular file or a block device; it is written in place
     from the start, so it must not be the source. ``on_start(header)`` runs once
     the delta's header, compressor sample, source image and target room have been
-    checked, before the first byte is written; an exception from it stops the apply.
+    checked, before the first byte is written; an exception from it stops the apply. A regular-file
+    target is cut to the image's size unless ``truncate`` is False (a file standing in for a slot
+    keeps its size, as a partition would).
     """
     started = time.monotonic()
     return_large_buffers_promptly()  # peak memory follows the live buffers (bounded per op), not heap high-water
@@ -222,7 +225,7 @@ def apply_delta(
         tfd = os.open(target, flags, 0o644)
         try:
             args = (header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
-                    progress, workers, on_checkpoint, started, source_check, checkpoint_bytes, on_start)
+                    progress, workers, on_checkpoint, started, source_check, checkpoint_bytes, on_start, truncate)
             try:
                 return _run(*args)
             except (CorruptDeltaError, TargetMismatchError) as exc:
@@ -261,7 +264,8 @@ def _checkpoint_of(state: dict | None, did: str, header: Header, ops_start: int,
 def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: int, sfd: int, tfd: int, target: str,
          state_path: str, codec: Codec | None, source_codec: Codec | None, progress: Progress | None, workers: int,
          on_checkpoint: Callable[[dict], None] | None, started: float, source_check: float,
-         checkpoint_bytes: int, on_start: Callable[[Header], None] | None, resume: bool = True) -> ApplyResult:
+         checkpoint_bytes: int, on_start: Callable[[Header], None] | None, truncate: bool,
+         resume: bool = True) -> ApplyResult:
     is_block = stat.S_ISBLK(os.fstat(tfd).st_mode)
     if is_block:
         capacity = os.lseek(tfd, 0, os.SEEK_END)
@@ -379,7 +383,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
         if op_index != header.op_count or tpos != header.target_size:
             raise CorruptDeltaError(f"{name}: the delta ended after {op_index} of {header.op_count} ops "
                                     f"and {tpos} of {header.target_size} bytes")
-        if not is_block:
+        if not is_block and (truncate or os.fstat(tfd).st_size < header.target_size):
             os.ftruncate(tfd, header.target_size)
         os.fsync(tfd)
         try:

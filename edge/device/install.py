@@ -292,12 +292,15 @@ class Installer:
             return _PayloadStream(bundle, offset)  # type: ignore[return-value]
 
         def on_checkpoint(st: dict) -> None:
+            if not st["target_pos"]:
+                return  # the applier's first mark, before any byte: nothing to resume from
             op.checkpoint = {"target_pos": st["target_pos"], "op": st["op"]}
             self._save(state)
 
         result = apply_delta(booted_path, opener, target_path, state_path=self._delta_state_path(op.slot),
                              progress=(lambda d, t: self.progress("writing", d, t)) if self.progress else None,
-                             on_checkpoint=on_checkpoint, checkpoint_bytes=self.config.checkpoint_every, on_start=start)
+                             on_checkpoint=on_checkpoint, checkpoint_bytes=self.config.checkpoint_every, on_start=start,
+                             truncate=False)  # a slot file keeps its size, as after a full install
         if result.size != m.target.size:
             raise DeviceError(f"the delta produced {result.size} bytes, the manifest says {m.target.size}")
         # apply_delta hashed the whole written target (and checked it against the delta's header):

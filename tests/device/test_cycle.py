@@ -34,10 +34,12 @@ def test_full_cycle(tmp_path, artifacts, backend):
     assert reports[-1].slot == "A" and reports[-1].check.outcome == "healthy"
 
     # v2 as a delta: written into B, trial boot, health check passes, committed
+    slot_b_size = os.path.getsize(load_config(os.path.join(d, "device.yaml")).slots["B"])
     result = installer(d).install(bundles[(board, "v1-v2")])
     assert result.slot == "B" and result.payload_type == "delta"
     cfg = load_config(os.path.join(d, "device.yaml"))
     assert sha256(cfg.slots["B"], os.path.getsize(img[2])) == sha256(img[2])
+    assert os.path.getsize(cfg.slots["B"]) == slot_b_size > os.path.getsize(img[2])  # a slot keeps its size
     assert sha256(cfg.slots["A"], os.path.getsize(img[1])) == sha256(img[1]), "the booted slot was touched"
     info = status(cfg)
     assert info["primary"] == "B" and info["booted"] == "A" and info["operation"]["step"] == "installed"
