@@ -37,6 +37,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from edge.errors import InputFileError
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
 from edge.memory import return_large_buffers_promptly
 from edge.storage import overlap
@@ -95,7 +96,7 @@ def _opener(delta: str | DeltaOpener) -> DeltaOpener:
         try:
             fh = open(delta, "rb")
         except OSError as exc:
-            raise DeltaError(f"{delta}: {exc.strerror}") from None
+            raise InputFileError(f"{delta}: {exc.strerror}") from None
         fh.seek(offset)
         return fh
 
@@ -206,7 +207,7 @@ def apply_delta(
     try:
         sfd = os.open(source, os.O_RDONLY)
     except OSError as exc:
-        raise DeltaError(f"{source}: {exc.strerror}") from None
+        raise InputFileError(f"{source}: {exc.strerror}") from None
     try:
         ssize = os.lseek(sfd, 0, os.SEEK_END)
         if ssize < header.source_size:

@@ -142,3 +142,16 @@ def test_hostile_lengths_are_refused_without_allocating(tmp_path, pair):
     (tmp_path / "h2").write_bytes(dfmt.PREAMBLE.pack(magic, version, 1 << 30) + b"{}")
     with pytest.raises(CorruptDeltaError, match="header length"):
         apply_delta(old, str(tmp_path / "h2"), str(tmp_path / "t"))
+
+
+def test_missing_inputs_are_input_errors(tmp_path, pair):
+    """A missing source image or delta file exits 3, like every missing input (docs/cli.md), for
+    `delta make` and `delta apply` alike, with one line naming the file."""
+    from tests.conftest import run_edge
+
+    old, new, delta, _ = pair
+    missing = str(tmp_path / "nope")
+    for args in (("make", missing, new, "-o", str(tmp_path / "d")), ("apply", missing, delta, "-o", str(tmp_path / "o")),
+                 ("apply", old, missing, "-o", str(tmp_path / "o")), ("info", missing)):
+        r = run_edge("delta", *args, check=False)
+        assert r.returncode == 3 and r.stderr.strip() == f"edge: error: {missing}: No such file or directory", (args, r.stderr)
