@@ -153,9 +153,9 @@ class Installer:
                     resumed_from = int(op.checkpoint.get("target_pos", 0))
                 recorded = True
             else:
-                # a new install: whatever was half-written before is abandoned
-                self._discard_delta_state(target)
+                # a new install: whatever was half-written before is abandoned (once this one writes)
                 if self._slot_holds(target_path, m.target.sha256, m.target.size):
+                    self._discard_delta_state(target)
                     op = self._new_op(state, bundle, source, target, step="verified")
                     self._save(state)
                     return self._arm(state, op, target, started, already=True)
@@ -165,6 +165,7 @@ class Installer:
             def begin() -> None:
                 nonlocal recorded
                 if not recorded:
+                    self._discard_delta_state(target)
                     self._save(state)
                     recorded = True
 
