@@ -28,6 +28,7 @@ Id = tuple[str, int, int]
 Extent = tuple[Id, int, int]  # storage, first byte, one past the last
 END = 1 << 63
 _ANY: Id = ("unknown", 0, 0)  # a loop device whose backing storage cannot be told: meets everything
+_ANY_EXTENT: Extent = (_ANY, 0, END)
 _LOOP_GET_STATUS64 = 0x4C05
 # struct loop_info64: device, inode, rdevice, offset, sizelimit (u64); number, encrypt type, key size,
 # flags (u32); file name, crypt name (64 bytes), key (32 bytes); init (2 x u64)
@@ -153,8 +154,6 @@ def _block(major: int, minor: int, containers: list[Extent], depth: int = 0) -> 
     return out or [(("blk", major, minor), 0, length)]
 
 
-_ANY_EXTENT: Extent = (_ANY, 0, END)
-
 
 def extents(path: str) -> tuple[list[Extent], list[Extent]]:
     """(what writing ``path`` writes, what holds it): byte ranges of bottom storage for the path itself;
@@ -177,6 +176,11 @@ def _meet(a: list[Extent], b: list[Extent]) -> bool:
             if _ANY in (ia, ib) or (ia == ib and lo_a < hi_b and lo_b < hi_a):
                 return True
     return False
+
+
+def missing_device(path: str) -> bool:
+    """A path under /dev that does not exist: a disk that is not there, never a file to create."""
+    return os.path.abspath(path).startswith("/dev/") and not os.path.exists(path)
 
 
 def overlap(a: str, b: str) -> bool:

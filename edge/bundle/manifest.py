@@ -91,6 +91,17 @@ class ImageRef:
     size: int
 
 
+def delta_image_mismatch(header: Any, source: ImageRef, target: ImageRef) -> tuple[str, ImageRef, ImageRef] | None:
+    """The first image ("source", then "target") that a delta's header (``edge.delta.format.Header``)
+    names differently from the bundle: (which, the header's, the bundle's); None when both agree.
+    The signature covers the manifest and each payload chunk, not that the two agree."""
+    for what, found, wanted in (("source", ImageRef(header.source_sha256, header.source_size), source),
+                                ("target", ImageRef(header.target_sha256, header.target_size), target)):
+        if found != wanted:
+            return what, found, wanted
+    return None
+
+
 @dataclass(frozen=True)
 class Manifest:
     """Everything the signature covers.  Mappings are plain dicts: treat them as read-only."""

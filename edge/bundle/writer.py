@@ -31,7 +31,15 @@ from signing.signer import Signer
 
 from .errors import BundleCreateError, ImageMismatchError, ManifestError
 from .format import FORMAT_VERSION, Header, SignatureBlock, payload_tag, signed_message
-from .manifest import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ImageRef, Manifest, is_valid_chunk_size
+from .manifest import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    ImageRef,
+    Manifest,
+    delta_image_mismatch,
+    is_valid_chunk_size,
+)
 
 ProgressCallback = Callable[[int, int], None]
 ImageSpec = ImageRef | tuple[str, int]
@@ -53,11 +61,11 @@ def _check_delta_images(payload: str, source: ImageRef, target: ImageRef) -> Non
         header = read_header(payload)[0]
     except DeltaError as exc:
         raise BundleCreateError(f"{payload}: not a usable delta: {exc}") from None
-    for what, ref, size, sha in (("source", source, header.source_size, header.source_sha256),
-                                 ("target", target, header.target_size, header.target_sha256)):
-        if ImageRef(sha, size) != ref:
-            raise ImageMismatchError(f"{payload}: the delta's {what} image is sha256 {sha} ({size} bytes), the "
-                                     f"bundle names {ref.sha256} ({ref.size} bytes)")
+    mismatch = delta_image_mismatch(header, source, target)
+    if mismatch is not None:
+        what, found, ref = mismatch
+        raise ImageMismatchError(f"{payload}: the delta's {what} image is sha256 {found.sha256} ({found.size} bytes), "
+                                 f"the bundle names {ref.sha256} ({ref.size} bytes)")
 
 
 def create_bundle(

@@ -40,7 +40,7 @@ import zstandard
 from edge.errors import InputFileError
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
 from edge.memory import return_large_buffers_promptly
-from edge.storage import overlap
+from edge.storage import missing_device, overlap
 from edge.squashfs.compressors import Codec, CodecError, available_impls
 
 from . import format as dfmt
@@ -194,7 +194,7 @@ def apply_delta(
     if os.path.exists(target) and os.path.exists(source) and overlap(source, target):
         raise DeltaError(f"{target}: the target is the source or shares its storage ({source}); a delta is "
                          f"written to the other slot")
-    if not os.path.exists(target) and os.path.abspath(target).startswith("/dev/"):
+    if missing_device(target):
         raise DeltaError(f"{target}: no such device")
     with opener(0) as stream:
         reader = DeltaReader(stream, name)

@@ -32,6 +32,8 @@ from collections.abc import Callable
 import bsdiff4.core
 import zstandard
 
+from edge.squashfs.native import NativeUnavailable, zstd_decompress_with_prefix
+
 from .errors import CorruptDeltaError
 from .format import ENC_BSDIFF, ENC_RAW, ENC_ZSTD, ENC_ZSTD_DICT, DeltaReader, varint
 
@@ -44,15 +46,24 @@ def control_limit(length: int) -> int:
     return CONTROL_TUPLE * (length // 64 + 16)
 
 
-def unzstd(frame: bytes | memoryview, limit: int, ref: "bytes | zstandard.ZstdCompressionDict" = b"") -> bytes:
-    """Decompress one zstd frame of at most ``limit`` bytes (``ref``: raw-content dictionary)."""
+def unzstd(frame: bytes | memoryview, limit: int, ref: bytes | bytearray = b"") -> bytes | bytearray:
+    """Decompress one zstd frame of at most ``limit`` bytes (``ref``: raw-content dictionary).
+
+    With a reference, the system libzstd reads it in place (``ZSTD_DCtx_refPrefix``);
+    python-zstandard's dictionary objects copy it, so a 10 MiB reference would cost 20 MiB of
+    the applier's 64. Without the system library, python-zstandard does the work."""
     try:
         size = zstandard.frame_content_size(frame)
         if size > limit:
             raise CorruptDeltaError(f"a compressed op claims {size} bytes, more than {limit}")
-        if isinstance(ref, zstandard.ZstdCompressionDict) or ref:
-            d = ref if isinstance(ref, zstandard.ZstdCompressionDict) else _raw_dict(ref)
-            dctx = zstandard.ZstdDecompressor(dict_data=d, max_window_size=1 << 26)
+        if ref:
+            try:
+                return zstd_decompress_with_prefix(frame, ref, limit)
+            except NativeUnavailable:
+                pass
+            except ValueError as exc:
+                raise CorruptDeltaError(f"a compressed op does not decompress: {exc}") from None
+            dctx = zstandard.ZstdDecompressor(dict_data=_raw_dict(ref), max_window_size=1 << 26)
         else:
             dctx = zstandard.ZstdDecompressor(max_window_size=1 << 26)
         out = dctx.decompress(frame, max_output_size=limit)
@@ -63,29 +74,7 @@ def unzstd(frame: bytes | memoryview, limit: int, ref: "bytes | zstandard.ZstdCo
     return out
 
 
-def unzstd_prefix(frame: bytes | memoryview, limit: int, ref: bytes | bytearray) -> bytes | bytearray:
-    """Decompress a frame made with ``ref`` as raw-content dictionary. The system libzstd reads ``ref``
-    in place (python-zstandard's dictionary objects copy it: a 10 MiB reference then costs 20 MiB of
-    the applier's 64); without it, python-zstandard does the work."""
-    if not ref:
-        return unzstd(frame, limit)
-    try:
-        size = zstandard.frame_content_size(frame)
-    except zstandard.ZstdError as exc:
-        raise CorruptDeltaError(f"a compressed op does not decompress: {exc}") from None
-    if size > limit:
-        raise CorruptDeltaError(f"a compressed op claims {size} bytes, more than {limit}")
-    try:
-        from edge.squashfs.native import NativeUnavailable, zstd_decompress_with_prefix
-
-        return zstd_decompress_with_prefix(frame, ref if isinstance(ref, (bytes, bytearray)) else bytes(ref), limit)
-    except NativeUnavailable:
-        return unzstd(frame, limit, ref)
-    except ValueError as exc:
-        raise CorruptDeltaError(f"a compressed op does not decompress: {exc}") from None
-
-
-def _raw_dict(ref: bytes) -> zstandard.ZstdCompressionDict:
+def _raw_dict(ref: bytes | bytearray) -> zstandard.ZstdCompressionDict:
     return zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
@@ -188,7 +177,7 @@ def read_patch(encoding: int, payload: bytes, length: int, ref: bytes | Callable
     if encoding == ENC_ZSTD:
         return unzstd(payload, length)
     if encoding == ENC_ZSTD_DICT:
-        return unzstd_prefix(payload, length, ref() if callable(ref) else ref)
+        return unzstd(payload, length, ref() if callable(ref) else ref)
     data = ref() if callable(ref) else ref
     if not isinstance(data, bytes):
         data = bytes(data)  # (bsdiff4 takes read-only buffers; rebinding frees the bytearray before the decode)

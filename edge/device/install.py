@@ -271,20 +271,20 @@ class Installer:
 
     def _write_delta(self, bundle: Any, state: DeviceState, op: Operation, target_path: str, booted_path: str,
                      begin: Callable[[], None]) -> dict:
+        from edge.bundle.manifest import delta_image_mismatch
         from edge.delta import apply_delta
 
         m = bundle.manifest
         assert m.source is not None
 
         def start(header: Any) -> None:
-            # The signature covers the manifest and each payload chunk, not that the two agree: a
-            # bundle built from the wrong delta is refused here, before the slot is touched.
-            for what, (size, sha), (want_size, want_sha) in (
-                    ("source", (header.source_size, header.source_sha256), (m.source.size, m.source.sha256)),
-                    ("target", (header.target_size, header.target_sha256), (m.target.size, m.target.sha256))):
-                if (size, sha) != (want_size, want_sha):
-                    raise DeviceError(f"the bundle's delta has {what} image {sha[:16]}… ({size} bytes), its manifest "
-                                      f"says {want_sha[:16]}… ({want_size} bytes): the bundle was built wrong; rebuild it")
+            # a bundle built from the wrong delta is refused here, before the slot is touched
+            mismatch = delta_image_mismatch(header, m.source, m.target)
+            if mismatch is not None:
+                what, found, want = mismatch
+                raise DeviceError(f"the bundle's delta has {what} image {found.sha256[:16]}… ({found.size} bytes), its "
+                                  f"manifest says {want.sha256[:16]}… ({want.size} bytes): the bundle was built wrong; "
+                                  f"rebuild it")
             begin()
         # make sure the target can be opened for writing and is not the booted slot
         os.close(open_for_writing(target_path, booted_path))

@@ -6,14 +6,13 @@ import os
 import stat
 
 from edge.fsutil import ShortFileError, sha256_prefix
-from edge.storage import overlap
+from edge.storage import missing_device, overlap
 
 from .errors import DeviceError
 
 
 def _missing_device(path: str) -> None:
-    """A slot under /dev that does not exist is a disk that is not there, not a file to create."""
-    if os.path.abspath(path).startswith("/dev/") and not os.path.exists(path):
+    if missing_device(path):
         raise DeviceError(f"{path}: no such device (is the disk attached and the slot path in the config right?)")
 
 
