@@ -47,7 +47,14 @@ FLAVOURS = {
     "edge-zstd19": ("edge", "zstd", 19),
     "edge-zstd15": ("edge", "zstd", None),
     "mksquashfs-zstd15": ("mksquashfs", "zstd", None),
+    # other compressors mksquashfs offers, at their defaults (lz4: LZ4_compress_default; lzo: lzo1x_999 level 8)
+    "mksquashfs-lz4": ("mksquashfs", "lz4", None),
+    "mksquashfs-lzo": ("mksquashfs", "lzo", None),
 }
+DEFAULT_FLAVOURS = ("edge-zstd19", "edge-zstd15", "mksquashfs-zstd15")
+# a run may write its own section of docs/benchmarks.md (e.g. the lz4/lzo images), leaving the main one as it is
+SECTIONS = {"delta": "Delta: Edge vs xdelta3, zstd --patch-from, bsdiff, casync",
+            "delta-lz4-lzo": "Delta of mksquashfs lz4 and lzo images"}
 LINK = 1_000_000  # bytes per second for "time to updated"
 TOOLS = ("edge", "xdelta3", "zstd", "bsdiff", "casync")
 
@@ -241,7 +248,8 @@ def fmt_bytes(n: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", default=",".join(rf.PAIRS))
-    ap.add_argument("--flavours", default=",".join(FLAVOURS))
+    ap.add_argument("--flavours", default=",".join(DEFAULT_FLAVOURS), help=f"image flavours: {', '.join(FLAVOURS)}")
+    ap.add_argument("--section", default="delta", choices=SECTIONS, help="docs/benchmarks.md section to write")
     ap.add_argument("--no-bsdiff", action="store_true", help="skip bsdiff (slowest peer)")
     ap.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
     args = ap.parse_args(argv)
@@ -261,26 +269,35 @@ def main(argv: list[str] | None = None) -> int:
                 old, new = rf.image(a, tool, comp, level), rf.image(b, tool, comp, level)
                 runs = run_contenders(old, new, work, bsdiff=not args.no_bsdiff, label=f"{flavour:18} ")
                 results[(pair, flavour)] = {"old": old.stat().st_size, "new": new.stat().st_size, "runs": runs}
-        thr = copy_throughput(rf.image(rf.PAIRS[pairs[0]][1], "edge", "zstd", 19), work)
+        thr = copy_throughput(rf.image(rf.PAIRS[pairs[0]][1], "edge", "zstd", 19), work) if args.section == "delta" else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    md = report(pairs, flavours, results, bounds, thr)
+    md = report(pairs, flavours, results, bounds, thr, args)
     print(md)
     if not args.no_write:
-        update_section("delta", md)
-    return 0 if all(r.ok for v in results.values() for r in v["runs"]) and thr["ok"] else 1
+        update_section(args.section, md)
+    return 0 if all(r.ok for v in results.values() for r in v["runs"]) and (thr is None or thr["ok"]) else 1
 
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def report(pairs, flavours, results, bounds, thr) -> str:
-    lines = ["## Delta: Edge vs xdelta3, zstd --patch-from, bsdiff, casync", ""]
+def _describe_flavours(flavours) -> str:
+    parts = []
+    for f in flavours:
+        tool, comp, level = FLAVOURS[f]
+        setting = f"{comp} {level}" if level is not None else f"default {comp}"
+        parts.append(f"{'Edge' if tool == 'edge' else 'mksquashfs 4.5.1'} ({setting})")
+    return ", ".join(parts)
+
+
+def report(pairs, flavours, results, bounds, thr, args) -> str:
+    lines = [f"## {SECTIONS[args.section]}", ""]
     lines.append("Pairs are real Debian trees from `bench/rootfs.py`: **security** = bookworm minbase+python3 before and "
                  "after `apt-get upgrade` from bookworm-security; **plus-pkg** = the same root plus `curl`; **trixie** = "
-                 "bookworm vs trixie minbase+python3. Images are built from the trees with Edge's writer (zstd 19 and 15) "
-                 "and with mksquashfs 4.5.1 (default zstd 15), 128 KiB blocks, `SOURCE_DATE_EPOCH` fixed. Every delta "
+                 "bookworm vs trixie minbase+python3. Images are built from the trees with "
+                 f"{_describe_flavours(flavours)}, 128 KiB blocks, `SOURCE_DATE_EPOCH` fixed. Every delta "
                  "was applied and the result compared byte for byte with the new image (all ok unless marked).")
     lines.append("")
     lines.append("Content bound = sum over changed and added regular files of zstd -19 of the new file with the old "
@@ -333,16 +350,20 @@ def report(pairs, flavours, results, bounds, thr) -> str:
     lines.append("Targets (issue #5), measured in the same run:")
     lines.append("")
     lines += checks
-    lines.append(f"- Unchanged regions (a copy-only delta of a {thr['size']:,}-byte image): copy ops applied at "
-                 f"**{thr['copy_mb_s']:.0f} MB/s** (target ≥ 200) {verdict(thr['copy_mb_s'] >= 200)}; with the "
-                 f"whole-source sha256 check ({thr['source_check_s']:.2f} s) {thr['with_hash_mb_s']:.0f} MB/s; command "
-                 f"wall {thr['wall_s']:.2f} s including interpreter start; peak RSS {thr['rss_kib'] / 1024:.1f} MiB.")
+    if thr is not None:
+        lines.append(f"- Unchanged regions (a copy-only delta of a {thr['size']:,}-byte image): copy ops applied at "
+                     f"**{thr['copy_mb_s']:.0f} MB/s** (target ≥ 200) {verdict(thr['copy_mb_s'] >= 200)}; with the "
+                     f"whole-source sha256 check ({thr['source_check_s']:.2f} s) {thr['with_hash_mb_s']:.0f} MB/s; command "
+                     f"wall {thr['wall_s']:.2f} s including interpreter start; peak RSS {thr['rss_kib'] / 1024:.1f} MiB.")
     lines.append("")
     lines.append(machine_line() + f" Tools: {tool_versions()}.")
     lines.append("")
     lines.append("Reproduce (as root; the first run builds the trees with debootstrap and the images):")
     lines.append("")
-    lines.append("```sh\n.venv/bin/python bench/bench_delta.py\n```")
+    command = ".venv/bin/python bench/bench_delta.py"
+    if args.section != "delta":
+        command += f" --section {args.section} --pairs {','.join(pairs)} --flavours {','.join(flavours)}"
+    lines.append(f"```sh\n{command}\n```")
     return "\n".join(lines)
 
 

@@ -454,9 +454,10 @@ def squashfs_env(epoch: int = IMAGE_EPOCH) -> dict[str, str]:
     return {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "EDGE_NO_PROGRESS": "1"}
 
 
-def tool_fingerprint(tool: str) -> str:
+def tool_fingerprint(tool: str, compressor: str = "zstd") -> str:
     """What makes a cached image stale: the tool (mksquashfs version or Edge's squashfs sources) and the codecs."""
-    libs = _tool_version(["dpkg-query", "-W", "-f=${Package}=${Version} ", "libzstd1", "liblzma5", "zlib1g"])
+    extra = {"lz4": ["liblz4-1"], "lzo": ["liblzo2-2"]}.get(compressor, [])
+    libs = _tool_version(["dpkg-query", "-W", "-f=${Package}=${Version} ", "libzstd1", "liblzma5", "zlib1g", *extra])
     if tool == "mksquashfs":
         return f"{_tool_version(['mksquashfs', '-version'])}; {libs}"
     digest = hashlib.sha256()
@@ -476,7 +477,7 @@ def image(name: str, tool: str, compressor: str = "zstd", level: int | None = No
     out = IMAGES_DIR / f"{name}.{tool}.{spec.label}.sqfs"
     meta_path = out.with_suffix(".json")
     meta = {"tree": name, "tree_built_at": read_stamp(name)["built_at"], "tool": tool,
-            "fingerprint": tool_fingerprint(tool), "spec": asdict(spec), "epoch": IMAGE_EPOCH}
+            "fingerprint": tool_fingerprint(tool, compressor), "spec": asdict(spec), "epoch": IMAGE_EPOCH}
     with _locked(out.with_suffix(".lock")):
         if not _image_is_current(out, meta_path, meta):
             _build_image(tool, src, out, meta_path, meta, spec)

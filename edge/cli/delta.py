@@ -11,6 +11,7 @@ from edge.delta import apply_delta, make_delta, read_header
 from edge.delta import format as dfmt
 from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
+from edge.squashfs.compressors import describe
 
 from .output import print_json, print_table
 from .units import parse_rate, parse_size
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     m = s.add_parser("make", help="make a delta from OLD to NEW",
                      description="Write a delta that turns OLD into NEW. Squashfs images made by Edge or mksquashfs "
-                                 "(zstd, xz, gzip) get squashfs-aware operations; anything else a generic delta.")
+                                 "(zstd, xz, gzip, lz4, lzo) get squashfs-aware operations; anything else a generic delta.")
     m.add_argument("old", metavar="OLD")
     m.add_argument("new", metavar="NEW")
     m.add_argument("-o", "--output", required=True, metavar="PATCH", help="delta file to write")
@@ -170,7 +171,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("kind", info["kind"]),
         ("source", f"{info['source']['size']} bytes, sha256 {info['source']['sha256']}"),
         ("target", f"{info['target']['size']} bytes, sha256 {info['target']['sha256']}"),
-        ("compressor", f"{codec.get('name')} level {codec.get('level')}, {codec.get('impl_version')}" if codec.get("name") else "-"),
+        ("compressor", f"{describe(codec['name'], codec.get('level', 0), codec.get('lz4_hc', False), codec.get('lzo_algorithm', 4))}, "
+                       f"{codec.get('impl_version')}" if codec.get("name") else "-"),
         ("ops", info["op_count"]),
         ("generator", info["generator"]),
     ])

@@ -12,7 +12,7 @@ from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
 from edge.squashfs import SquashfsError, SquashfsImage, Tree, WriterOptions, parse_block_size, walk_directory, write_image
 from edge.squashfs import format as fmt
-from edge.squashfs.compressors import WRITABLE, make_codec
+from edge.squashfs.compressors import WRITABLE, describe, make_codec
 from edge.squashfs.extract import extract, long_line
 
 from .output import print_json, print_table
@@ -20,7 +20,7 @@ from .output import print_json, print_table
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("squashfs", help="create, list, extract and inspect squashfs images",
-                       description="Create, list, extract and inspect squashfs 4.0 images (zstd, xz, gzip).")
+                       description="Create, list, extract and inspect squashfs 4.0 images (writes zstd, xz, gzip; also reads lz4, lzo, lzma).")
     s = p.add_subparsers(dest="squashfs_command", metavar="ACTION")
     s.required = True
 
@@ -189,6 +189,8 @@ def image_info(img: SquashfsImage, with_layout: bool = False) -> dict[str, Any]:
         "file_size": img.file_size,
         "compressor": sb.compressor_name,
         "compression_level": img.codec.level,
+        **({"lz4_hc": img.codec.lz4_hc} if img.codec.name == "lz4" else {}),
+        **({"lzo_algorithm": img.codec.lzo_algorithm} if img.codec.name == "lzo" else {}),
         "block_size": sb.block_size,
         "mkfs_time": sb.mkfs_time,
         "flags": [name for bit, name in _FLAG_NAMES.items() if sb.flags & bit],
@@ -222,7 +224,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print_table([
         ("image", info["image"]),
         ("size", f"{info['bytes_used']} bytes used ({human_bytes(info['bytes_used'])}), file {info['file_size']} bytes"),
-        ("compressor", f"{info['compressor']} level {info['compression_level']}"),
+        ("compressor", describe(info["compressor"], info["compression_level"], info.get("lz4_hc", False),
+                                info.get("lzo_algorithm", 4))),
         ("block size", info["block_size"]),
         ("created", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info["mkfs_time"]))),
         ("flags", ", ".join(info["flags"]) or "-"),

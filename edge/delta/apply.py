@@ -41,7 +41,7 @@ from edge.errors import InputFileError
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
 from edge.memory import return_large_buffers_promptly
 from edge.storage import missing_device, overlap
-from edge.squashfs.compressors import Codec, CodecError, available_impls
+from edge.squashfs.compressors import Codec, CodecError, available_impls, describe
 
 from . import format as dfmt
 from .blocks import FdPread, RebuildMeter, block_size_of, fd_pread, read_reference
@@ -117,10 +117,11 @@ def codec_from_header(header: Header) -> tuple[Codec | None, Codec | None]:
         impl = c["impl"]
         if impl not in available_impls(c["name"]):
             raise CannotReproduceError(
-                f"this device cannot reproduce {c['name']} level {c['level']} blocks: the delta needs {c['impl_version']}, "
+                f"this device cannot reproduce {describe(c['name'], c['level'], c.get('lz4_hc', False), c.get('lzo_algorithm', 4))} blocks: the delta needs {c['impl_version']}, "
                 f"which is not available here; send a full bundle")
         codec = Codec(name=c["name"], level=int(c["level"]), block_size=int(c["block_size"]),
-                      gzip_window=int(c.get("gzip_window", 15)), xz_dict_size=int(c.get("xz_dict_size", 0)), impl=impl)
+                      gzip_window=int(c.get("gzip_window", 15)), xz_dict_size=int(c.get("xz_dict_size", 0)), impl=impl,
+                      lz4_hc=bool(c.get("lz4_hc", False)), lzo_algorithm=int(c.get("lzo_algorithm", 4)))
         return codec, source_codec
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptDeltaError(f"delta header codec is malformed: {exc}") from None
@@ -136,7 +137,7 @@ def check_sample(header: Header, codec: Codec | None, sample_frame: bytes) -> No
     got = hashlib.sha256(codec.compress(plain)).hexdigest()
     if got != header.sample_sha256:
         raise CannotReproduceError(
-            f"this device cannot reproduce {codec.name} level {codec.level} blocks byte for byte "
+            f"this device cannot reproduce {codec.label} blocks byte for byte "
             f"(the delta was made with {header.codec.get('impl_version') if header.codec else '?'}, "
             f"this device has {codec.impl_version}); send a full bundle")
 
@@ -325,7 +326,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
             assert codec is not None
             raise CannotReproduceError(
                 f"{name}: blocks op {p.index} rebuilt {len(data)} bytes that do not match the target: the delta is "
-                f"damaged, or this device does not reproduce {codec.name} level {codec.level} blocks exactly "
+                f"damaged, or this device does not reproduce {codec.label} blocks exactly "
                 f"({codec.impl_version}; its sample block matched); send a full bundle")
         out.write(data, p.tpos)
         pending_bytes -= p.content_len
@@ -440,7 +441,7 @@ def _rebuild(meter: RebuildMeter, mode: int, plain: memoryview, flag: int, codec
     except DeltaError:
         raise
     except (zlib.error, lzma.LZMAError, zstandard.ZstdError, CodecError, RuntimeError, ValueError, OverflowError) as exc:
-        raise CannotReproduceError(f"this device cannot recompress {codec.name} level {codec.level} blocks "
+        raise CannotReproduceError(f"this device cannot recompress {codec.label} blocks "
                                    f"({codec.impl_version}): {exc}; send a full bundle") from None
     finally:
         if drop:  # a heavy context is not kept while the main thread reads the next op's reference

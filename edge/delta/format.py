@@ -139,7 +139,7 @@ class Header:
     target_size: int
     target_sha256: str
     op_count: int
-    codec: dict | None = None  # name, impl, impl_version, level, block_size, gzip_window, xz_dict_size
+    codec: dict | None = None  # name, impl, impl_version, level, block_size, gzip_window, xz_dict_size, lz4_hc, lzo_algorithm
     sample_sha256: str | None = None  # sha256 of the sample compressed with the codec
     generator: str = ""
     stats: dict = field(default_factory=dict)
@@ -202,8 +202,8 @@ def _dict(v: object, name: str) -> dict:
 
 
 # what a squashfs delta's codec may say: the compressors Edge reads, squashfs' block sizes, known levels
-CODEC_NAMES = ("zstd", "gzip", "xz", "lzma")
-CODEC_LEVELS = {"zstd": (1, 22), "gzip": (1, 9), "xz": (0, 9), "lzma": (0, 9)}
+CODEC_NAMES = ("zstd", "gzip", "xz", "lzma", "lz4", "lzo")
+CODEC_LEVELS = {"zstd": (1, 22), "gzip": (1, 9), "xz": (0, 9), "lzma": (0, 9), "lz4": (1, 65537), "lzo": (0, 9)}
 MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 1 << 20
 
 
@@ -237,6 +237,15 @@ def _codec(v: object) -> dict | None:
         dict_size = _uint(c.get("xz_dict_size") or 0, "codec.xz_dict_size")
         if dict_size and not 8192 <= dict_size <= c["block_size"]:
             raise CorruptDeltaError(f"delta header field codec.xz_dict_size={dict_size} is outside 8 KiB..the block size")
+        if not isinstance(c.get("lz4_hc", False), bool):
+            raise CorruptDeltaError("delta header field codec.lz4_hc is not true or false")
+        algorithm = _uint(c.get("lzo_algorithm", 4), "codec.lzo_algorithm")
+        if algorithm > 4:
+            raise CorruptDeltaError(f"delta header field codec.lzo_algorithm={algorithm} is not one of 0..4")
+        if name == "lz4" and c.get("lz4_hc") and level > 12:
+            raise CorruptDeltaError(f"delta header field codec.level={level} is outside lz4 HC's levels 1..12")
+        if name == "lzo" and (level == 0) != (algorithm != 4):
+            raise CorruptDeltaError(f"delta header field codec.level={level} does not suit lzo algorithm {algorithm}")
     return c
 
 

@@ -400,6 +400,10 @@ def _codec_header(codec: Codec | None, s_img: SquashfsImage | None) -> dict:
     if codec is not None:
         out.update(name=codec.name, impl=codec.impl, impl_version=codec.impl_version, level=codec.level,
                    block_size=codec.block_size, gzip_window=codec.gzip_window, xz_dict_size=codec.xz_dict_size)
+        if codec.name == "lz4":
+            out["lz4_hc"] = codec.lz4_hc
+        elif codec.name == "lzo":
+            out["lzo_algorithm"] = codec.lzo_algorithm
     return out
 
 

@@ -1,4 +1,4 @@
-"""Block codecs for squashfs: zstd (default), xz and gzip, plus legacy lzma for reading.
+"""Block codecs for squashfs: zstd (default), xz and gzip, plus lz4, lzo and legacy lzma for reading.
 
 Every codec compresses one block at a time, releases the GIL while doing so
 (zstandard, zlib and lzma all do), and keeps one compression context per
@@ -19,6 +19,7 @@ import zstandard
 
 from . import format as fmt
 from .errors import SquashfsError
+from .native import LZO_ALGORITHMS
 
 
 class CodecError(Exception):
@@ -34,6 +35,12 @@ _XZ_MEMLIMIT = 256 << 20
 _GZIP_OPTIONS = struct.Struct("<IHH")
 _XZ_OPTIONS = struct.Struct("<II")
 _ZSTD_OPTIONS = struct.Struct("<I")
+_LZ4_OPTIONS_V1 = struct.Struct("<ii")  # version (1: LZ4_LEGACY), flags (1: LZ4_HC)
+_LZ4_OPTIONS_V2 = struct.Struct("<iii")  # ... flags | 2 (LZ4_NON_DEFAULT), acceleration or HC level
+_LZO_OPTIONS = struct.Struct("<ii")  # algorithm, compression level (lzo1x_999 only)
+LZ4_LEGACY, LZ4_HC, LZ4_NON_DEFAULT = 1, 1, 2
+LZ4_ACC_DEFAULT, LZ4_HC_DEFAULT = 1, 12  # mksquashfs: LZ4_compress_default / LZ4_compress_HC at LZ4HC_CLEVEL_MAX
+LZO1X_999, LZO_DEFAULT_LEVEL = 4, 8
 
 
 @dataclass
@@ -53,6 +60,8 @@ class Codec:
     gzip_window: int = GZIP_DEFAULT_WINDOW
     xz_dict_size: int = 0
     impl: str = ""
+    lz4_hc: bool = False  # lz4: LZ4_compress_HC at ``level``; otherwise LZ4_compress_fast, ``level`` = acceleration
+    lzo_algorithm: int = LZO1X_999  # lzo: squashfs' algorithm number (0..3 lzo1x_1*, 4 lzo1x_999 at ``level``)
     _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
     _native: object = field(default=None, repr=False, compare=False)
 
@@ -62,7 +71,13 @@ class Codec:
 
     @property
     def id(self) -> int:
-        return {"gzip": fmt.COMP_GZIP, "xz": fmt.COMP_XZ, "zstd": fmt.COMP_ZSTD, "lzma": fmt.COMP_LZMA}[self.name]
+        return {"gzip": fmt.COMP_GZIP, "xz": fmt.COMP_XZ, "zstd": fmt.COMP_ZSTD, "lzma": fmt.COMP_LZMA,
+                "lz4": fmt.COMP_LZ4, "lzo": fmt.COMP_LZO}[self.name]
+
+    @property
+    def label(self) -> str:
+        """The compressor and its settings for messages: 'zstd level 19', 'lz4 HC level 12', 'lzo1x_1_15'."""
+        return describe(self.name, self.level, self.lz4_hc, self.lzo_algorithm)
 
     @property
     def impl_version(self) -> str:
@@ -77,22 +92,36 @@ class Codec:
             return f"liblzma {native.liblzma_version()}"
         if self.impl == "python-lzma":
             return f"python-lzma (liblzma {native.liblzma_version()})"
+        if self.impl == "liblz4":
+            return f"liblz4 {native.liblz4_version()}"
+        if self.impl == "liblzo2":
+            return f"liblzo2 {native.liblzo2_version()}"
         return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
 
     def for_metadata(self) -> "Codec":
         """The codec for 8 KiB metadata blocks.  mksquashfs gives xz a dictionary of the
-        metadata block size there (its metadata compressor is set up for 8 KiB blocks)."""
-        if self.name != "xz":
+        metadata block size there (its metadata compressor is set up for 8 KiB blocks), and
+        limits lz4 and lzo output to the metadata block size."""
+        if self.name not in ("xz", "lz4", "lzo"):
             return self
         meta = getattr(self, "_meta", None)
         if meta is None:
-            meta = Codec(self.name, self.level, self.block_size, self.gzip_window, fmt.METADATA_SIZE, self.impl)
+            if self.name == "xz":
+                meta = self._replace(xz_dict_size=fmt.METADATA_SIZE)
+            else:
+                meta = self._replace(block_size=fmt.METADATA_SIZE)
             object.__setattr__(self, "_meta", meta)
         return meta
 
     def with_impl(self, impl: str, level: int | None = None) -> "Codec":
-        return Codec(self.name, self.level if level is None else level, self.block_size, self.gzip_window,
-                     self.xz_dict_size, impl)
+        return self._replace(impl=impl, level=self.level if level is None else level)
+
+    def _replace(self, **changes: object) -> "Codec":
+        fields = dict(name=self.name, level=self.level, block_size=self.block_size, gzip_window=self.gzip_window,
+                      xz_dict_size=self.xz_dict_size, impl=self.impl, lz4_hc=self.lz4_hc,
+                      lzo_algorithm=self.lzo_algorithm)
+        fields.update(changes)
+        return Codec(**fields)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- compress
     def compress(self, data: bytes) -> bytes:
@@ -116,6 +145,16 @@ class Codec:
         if impl == "python-lzma":
             filters = [{"id": lzma.FILTER_LZMA2, "preset": self.level, "dict_size": self.xz_dict_size or self.block_size}]
             return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
+        if impl in ("liblz4", "liblzo2"):
+            if self._native is None:
+                from . import native
+
+                self._native = (native.SystemLz4(self.lz4_hc, self.level) if impl == "liblz4"
+                                else native.SystemLzo(self.lzo_algorithm, self.level))
+            # mksquashfs gives both the block size as the output limit; a block that does not fit is
+            # stored as it is, which a result as long as the input tells every caller
+            packed = self._native.compress(data, self.block_size)  # type: ignore[attr-defined]
+            return packed if packed else bytes(data)
         raise SquashfsError(f"compressor {self.name} ({impl}) can only be read, not written")
 
     def drop_thread_context(self) -> None:
@@ -134,6 +173,12 @@ class Codec:
             return _GZIP_OPTIONS.pack(self.level, self.gzip_window, 0)
         if self.name == "xz" and self.xz_dict_size not in (0, self.block_size):
             return _XZ_OPTIONS.pack(self.xz_dict_size, 0)
+        if self.name == "lz4":  # always stored (the kernel refuses lz4 images without them)
+            if self.level == (LZ4_HC_DEFAULT if self.lz4_hc else LZ4_ACC_DEFAULT):
+                return _LZ4_OPTIONS_V1.pack(LZ4_LEGACY, LZ4_HC if self.lz4_hc else 0)
+            return _LZ4_OPTIONS_V2.pack(LZ4_LEGACY, (LZ4_HC if self.lz4_hc else 0) | LZ4_NON_DEFAULT, self.level)
+        if self.name == "lzo" and (self.lzo_algorithm, self.level) != (LZO1X_999, LZO_DEFAULT_LEVEL):
+            return _LZO_OPTIONS.pack(self.lzo_algorithm, self.level if self.lzo_algorithm == LZO1X_999 else 0)
         return None
 
     # --------------------------------------------------------------- decompress
@@ -159,6 +204,12 @@ class Codec:
                         raise CodecError(f"{self.name} block inflates past {limit} bytes")
                     raise CodecError(f"{self.name} block is truncated")
                 return out
+            if self.name in ("lz4", "lzo"):
+                from . import native
+
+                if self.name == "lz4":
+                    return native.lz4_decompress(data, limit)
+                return native.lzo_decompress(data, limit)
         except CodecError:
             raise
         except (zlib.error, lzma.LZMAError, zstandard.ZstdError, ValueError, MemoryError) as exc:
@@ -184,7 +235,20 @@ def _zstd_decompress(dctx: zstandard.ZstdDecompressor, data: bytes, limit: int) 
     return out
 
 
-IMPLS = {"zstd": ("zstandard", "libzstd"), "xz": ("liblzma", "python-lzma"), "gzip": ("zlib",), "lzma": ("python-lzma",)}
+IMPLS = {"zstd": ("zstandard", "libzstd"), "xz": ("liblzma", "python-lzma"), "gzip": ("zlib",), "lzma": ("python-lzma",),
+         "lz4": ("liblz4",), "lzo": ("liblzo2",)}
+READABLE = ("zstd", "gzip", "xz", "lzma", "lz4", "lzo")
+
+
+def describe(name: str, level: int, lz4_hc: bool = False, lzo_algorithm: int = LZO1X_999) -> str:
+    if name == "lz4":
+        return f"lz4 HC level {level}" if lz4_hc else f"lz4 acceleration {level}"
+    if name == "lzo":
+        if lzo_algorithm == LZO1X_999:
+            return f"lzo (lzo1x_999 level {level})"
+        algo = LZO_ALGORITHMS[lzo_algorithm] if 0 <= lzo_algorithm < len(LZO_ALGORITHMS) else lzo_algorithm
+        return f"lzo ({algo})"
+    return f"{name} level {level}"
 
 
 def default_impl(name: str) -> str:
@@ -198,7 +262,7 @@ def default_impl(name: str) -> str:
             return "liblzma"
         except native.NativeUnavailable:
             return "python-lzma"
-    return {"zstd": "zstandard", "gzip": "zlib", "lzma": "python-lzma"}[name]
+    return {"zstd": "zstandard", "gzip": "zlib", "lzma": "python-lzma", "lz4": "liblz4", "lzo": "liblzo2"}[name]
 
 
 def available_impls(name: str) -> list[str]:
@@ -212,13 +276,18 @@ def available_impls(name: str) -> list[str]:
                 native.libzstd_version()
             elif impl in ("liblzma",):
                 native.liblzma_version()
+            elif impl == "liblz4":
+                native.liblz4_version()
+            elif impl == "liblzo2":
+                native.liblzo2_version()
         except native.NativeUnavailable:
             continue
         out.append(impl)
     return out
 
 
-DEFAULT_LEVELS = {"zstd": ZSTD_DEFAULT_LEVEL, "gzip": GZIP_DEFAULT_LEVEL, "xz": XZ_DEFAULT_LEVEL}
+DEFAULT_LEVELS = {"zstd": ZSTD_DEFAULT_LEVEL, "gzip": GZIP_DEFAULT_LEVEL, "xz": XZ_DEFAULT_LEVEL,
+                  "lz4": LZ4_ACC_DEFAULT, "lzo": LZO_DEFAULT_LEVEL}
 LEVEL_RANGES = {"zstd": (1, 22), "gzip": (1, 9), "xz": (0, 9)}
 WRITABLE = ("zstd", "xz", "gzip")
 
@@ -240,8 +309,16 @@ def make_codec(name: str, block_size: int, level: int | None = None, impl: str =
 def codec_for_image(compression: int, block_size: int, options: bytes | None, image: str) -> Codec:
     """The codec an existing image uses, from its superblock id and compressor options."""
     name = fmt.COMPRESSOR_NAMES.get(compression)
-    if name not in ("zstd", "gzip", "xz", "lzma"):
-        raise SquashfsError(f"{image}: compressor {name or compression} is not supported (zstd, xz, gzip, lzma are)")
+    if name not in READABLE:
+        raise SquashfsError(f"{image}: compressor {name or compression} is not supported ({', '.join(READABLE)} are)")
+    if name in ("lz4", "lzo"):
+        from . import native
+
+        try:
+            native.liblz4_version() if name == "lz4" else native.liblzo2_version()
+        except native.NativeUnavailable as exc:
+            package = "liblz4-1" if name == "lz4" else "liblzo2-2"
+            raise SquashfsError(f"{image}: {name} images need the system library ({exc}; install {package})") from None
     codec = Codec(name=name, level=DEFAULT_LEVELS.get(name, 0), block_size=block_size)
     if options:
         try:
@@ -251,6 +328,43 @@ def codec_for_image(compression: int, block_size: int, options: bytes | None, im
                 codec.level, codec.gzip_window, _ = _GZIP_OPTIONS.unpack_from(options)
             elif name == "xz":
                 codec.xz_dict_size, _ = _XZ_OPTIONS.unpack_from(options)
+            elif name == "lz4":
+                _lz4_options(codec, options, image)
+            elif name == "lzo":
+                _lzo_options(codec, options, image)
         except struct.error:
             raise SquashfsError(f"{image}: compressor options for {name} are truncated") from None
     return codec
+
+
+def _lz4_options(codec: Codec, options: bytes, image: str) -> None:
+    """mksquashfs' lz4 options: (version, flags) or, for a non-default level, (version, flags, level)."""
+    version, flags = _LZ4_OPTIONS_V1.unpack_from(options)
+    if version != LZ4_LEGACY:
+        raise SquashfsError(f"{image}: lz4 compressor options name stream version {version}, not 1 (LZ4_LEGACY)")
+    if len(options) >= _LZ4_OPTIONS_V2.size:
+        _, _, data = _LZ4_OPTIONS_V2.unpack_from(options)
+        if not flags & LZ4_NON_DEFAULT or flags & ~(LZ4_HC | LZ4_NON_DEFAULT):
+            raise SquashfsError(f"{image}: lz4 compressor options carry unknown flags {flags:#x}")
+        codec.lz4_hc = bool(flags & LZ4_HC)
+        lo, hi = (1, 12) if codec.lz4_hc else (1, 65537)
+        if not lo <= data <= hi:
+            what = "compression level" if codec.lz4_hc else "acceleration"
+            raise SquashfsError(f"{image}: lz4 {what} {data} in the compressor options is outside {lo}..{hi}")
+        codec.level = data
+        return
+    if flags & ~LZ4_HC:
+        raise SquashfsError(f"{image}: lz4 compressor options carry unknown flags {flags:#x}")
+    codec.lz4_hc = bool(flags & LZ4_HC)
+    codec.level = LZ4_HC_DEFAULT if codec.lz4_hc else LZ4_ACC_DEFAULT
+
+
+def _lzo_options(codec: Codec, options: bytes, image: str) -> None:
+    algorithm, level = _LZO_OPTIONS.unpack_from(options)
+    if not 0 <= algorithm <= LZO1X_999:
+        raise SquashfsError(f"{image}: lzo algorithm {algorithm} in the compressor options is not one of 0..4")
+    if algorithm == LZO1X_999 and not 1 <= level <= 9:
+        raise SquashfsError(f"{image}: lzo1x_999 compression level {level} in the compressor options is outside 1..9")
+    if algorithm != LZO1X_999 and level != 0:
+        raise SquashfsError(f"{image}: lzo compressor options give level {level} to an algorithm without levels")
+    codec.lzo_algorithm, codec.level = algorithm, level

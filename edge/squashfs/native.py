@@ -1,4 +1,4 @@
-"""ctypes bindings to the system's libzstd and liblzma, for byte-exact recompression.
+"""ctypes bindings to the system's libzstd, liblzma, liblz4 and liblzo2, for byte-exact recompression.
 
 Squashfs-aware deltas rebuild compressed blocks on the device, so the device
 must compress exactly like the tool that made the image.  mksquashfs calls the
@@ -172,3 +172,151 @@ class SystemXz:
         if ret != LZMA_OK:
             raise RuntimeError(f"lzma_stream_buffer_encode failed ({ret})")
         return out.raw[: pos.value]
+
+
+# ------------------------------------------------------------------ lz4, lzo
+@functools.cache
+def _liblz4() -> ctypes.CDLL:
+    name = ctypes.util.find_library("lz4") or "liblz4.so.1"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as exc:
+        raise NativeUnavailable(f"system liblz4 not found ({exc})") from None
+    lib.LZ4_versionString.restype = ctypes.c_char_p
+    lib.LZ4_compressBound.restype = ctypes.c_int
+    lib.LZ4_compressBound.argtypes = [ctypes.c_int]
+    lib.LZ4_compress_fast.restype = ctypes.c_int
+    lib.LZ4_compress_fast.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.LZ4_compress_HC.restype = ctypes.c_int
+    lib.LZ4_compress_HC.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.LZ4_decompress_safe.restype = ctypes.c_int
+    lib.LZ4_decompress_safe.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    return lib
+
+
+def liblz4_version() -> str:
+    return _liblz4().LZ4_versionString().decode()
+
+
+def lz4_decompress(data: bytes, limit: int) -> bytes:
+    """One raw LZ4 block (no frame) inflated into at most ``limit`` bytes (``LZ4_decompress_safe``,
+    which never reads or writes outside its buffers). Raises ValueError when it is corrupt or larger."""
+    lib = _liblz4()
+    data = bytes(data)
+    out = ctypes.create_string_buffer(max(1, limit))
+    n = lib.LZ4_decompress_safe(data, out, len(data), limit)
+    if n < 0:
+        raise ValueError(f"lz4 block is corrupt or inflates past {limit} bytes (error at input byte {-n - 1})")
+    return out.raw[:n]
+
+
+class SystemLz4:
+    """mksquashfs' lz4 calls: ``LZ4_compress_fast`` (acceleration) or, with -Xhc, ``LZ4_compress_HC``
+    (compression level), with the output limited to ``max_out`` bytes. Returns b"" when the block
+    does not fit, which squashfs stores uncompressed (as mksquashfs does when lz4 returns 0)."""
+
+    def __init__(self, hc: bool, level: int) -> None:
+        self.hc, self.level = hc, level
+        self.lib = _liblz4()
+
+    def compress(self, data: bytes, max_out: int) -> bytes:
+        data = bytes(data)
+        out = ctypes.create_string_buffer(max(1, max_out))
+        fn = self.lib.LZ4_compress_HC if self.hc else self.lib.LZ4_compress_fast
+        n = fn(data, out, len(data), max_out, self.level)
+        if n < 0:
+            raise RuntimeError(f"lz4 compression failed ({n})")
+        return out.raw[:n]
+
+
+LZO_E_OK = 0
+LZO_VERSION = 0x20A0
+LZO_ALGORITHMS = ("lzo1x_1", "lzo1x_1_11", "lzo1x_1_12", "lzo1x_1_15", "lzo1x_999")  # squashfs' numbering
+LZO1X_999 = 4
+_LZO_WORKSPACE = 512 << 10  # more than any lzo1x compressor's LZO1X_*_MEM_COMPRESS (lzo1x_999: 448 KiB)
+
+
+@functools.cache
+def _liblzo2() -> ctypes.CDLL:
+    name = ctypes.util.find_library("lzo2") or "liblzo2.so.2"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as exc:
+        raise NativeUnavailable(f"system liblzo2 not found ({exc})") from None
+    lib.lzo_version_string.restype = ctypes.c_char_p
+    sizes = [ctypes.sizeof(ctypes.c_short), ctypes.sizeof(ctypes.c_int), ctypes.sizeof(ctypes.c_long), 4,
+             ctypes.sizeof(ctypes.c_size_t), ctypes.sizeof(ctypes.c_void_p), ctypes.sizeof(ctypes.c_void_p),
+             ctypes.sizeof(ctypes.c_void_p), 4 * ctypes.sizeof(ctypes.c_void_p) + 2 * ctypes.sizeof(ctypes.c_size_t)]
+    lib.__lzo_init_v2.restype = ctypes.c_int
+    if lib.__lzo_init_v2(ctypes.c_uint(LZO_VERSION), *[ctypes.c_int(s) for s in sizes]) != LZO_E_OK:
+        raise NativeUnavailable("system liblzo2 does not match this platform (lzo_init failed)")
+    args = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_void_p]
+    for fn in LZO_ALGORITHMS[:LZO1X_999]:
+        getattr(lib, fn + "_compress").argtypes = args
+        getattr(lib, fn + "_compress").restype = ctypes.c_int
+    lib.lzo1x_999_compress_level.argtypes = args + [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_int]
+    lib.lzo1x_999_compress_level.restype = ctypes.c_int
+    lib.lzo1x_optimize.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                   ctypes.c_void_p]
+    lib.lzo1x_optimize.restype = ctypes.c_int
+    lib.lzo1x_decompress_safe.argtypes = args
+    lib.lzo1x_decompress_safe.restype = ctypes.c_int
+    return lib
+
+
+def liblzo2_version() -> str:
+    return _liblzo2().lzo_version_string().decode()
+
+
+def lzo_decompress(data: bytes, limit: int) -> bytes:
+    """One lzo1x block inflated into at most ``limit`` bytes (``lzo1x_decompress_safe``).
+    Raises ValueError when it is corrupt or larger."""
+    lib = _liblzo2()
+    data = bytes(data)
+    out = ctypes.create_string_buffer(max(1, limit))
+    n = ctypes.c_size_t(limit)
+    ret = lib.lzo1x_decompress_safe(data, len(data), out, ctypes.byref(n), None)
+    if ret != LZO_E_OK:
+        reason = {-4: "input ends early", -5: f"it inflates past {limit} bytes", -6: "a match points before the start",
+                  -8: "bytes follow its end"}.get(ret, f"error {ret}")
+        raise ValueError(f"lzo block is corrupt: {reason}")
+    return out.raw[: n.value]
+
+
+class SystemLzo:
+    """mksquashfs' lzo calls: one of the lzo1x compressors (lzo1x_999 at a compression level), then
+    ``lzo1x_optimize`` on the result. Returns b"" when the block exceeds ``max_out`` bytes (stored
+    uncompressed, as mksquashfs does). One workspace per thread."""
+
+    def __init__(self, algorithm: int, level: int) -> None:
+        if not 0 <= algorithm < len(LZO_ALGORITHMS):
+            raise ValueError(f"unknown lzo algorithm {algorithm}")
+        self.algorithm, self.level = algorithm, level
+        self.lib = _liblzo2()
+        self._local = threading.local()
+
+    def compress(self, data: bytes, max_out: int) -> bytes:
+        data = bytes(data)
+        lib = self.lib
+        work = getattr(self._local, "work", None)
+        if work is None:
+            work = self._local.work = ctypes.create_string_buffer(_LZO_WORKSPACE)
+        out = ctypes.create_string_buffer(len(data) + len(data) // 16 + 64 + 3)
+        n = ctypes.c_size_t(0)
+        if self.algorithm == LZO1X_999:
+            ret = lib.lzo1x_999_compress_level(data, len(data), out, ctypes.byref(n), work, None, 0, None, self.level)
+        else:
+            ret = getattr(lib, LZO_ALGORITHMS[self.algorithm] + "_compress")(data, len(data), out, ctypes.byref(n), work)
+        if ret != LZO_E_OK:
+            raise RuntimeError(f"{LZO_ALGORITHMS[self.algorithm]} compression failed ({ret})")
+        if n.value > max_out:
+            return b""
+        scratch = ctypes.create_string_buffer(data, len(data))  # lzo1x_optimize decompresses into it
+        orig = ctypes.c_size_t(len(data))
+        ret = lib.lzo1x_optimize(out, n.value, scratch, ctypes.byref(orig), None)
+        if ret != LZO_E_OK or orig.value != len(data):
+            raise RuntimeError(f"lzo1x_optimize failed ({ret})")
+        return out.raw[: n.value]
+
+    def drop_thread_context(self) -> None:
+        self._local.__dict__.pop("work", None)

@@ -41,7 +41,9 @@ def _header(raw: bytes) -> dict:
     ("level", "19", "not a non-negative integer"),
     ("gzip_window", 99, "outside 8..15"),
     ("xz_dict_size", 1, "outside 8 KiB"),
-    ("name", "lz4", "codec.name='lz4' is not one of"),
+    ("name", "lz5", "codec.name='lz5' is not one of"),
+    ("lz4_hc", "yes", "codec.lz4_hc is not true or false"),
+    ("lzo_algorithm", 7, "codec.lzo_algorithm=7 is not one of 0..4"),
     ("impl", ["zstandard"], "codec.impl is not a string"),
 ])
 def test_codec_fields_out_of_range_are_refused_before_anything_is_done(tmp_path, pair, field, value, message):
@@ -78,7 +80,8 @@ json_values = st.recursive(
 @given(st.dictionaries(st.sampled_from(["format", "kind", "source", "target", "op_count", "codec", "sample_sha256",
                                         "stats", "ops_sha256", "generator"]), json_values),
        st.dictionaries(st.sampled_from(["name", "impl", "level", "block_size", "gzip_window", "xz_dict_size",
-                                        "source_compressor", "source_block_size"]), json_values))
+                                        "source_compressor", "source_block_size", "lz4_hc", "lzo_algorithm"]),
+                       json_values | st.sampled_from(["lz4", "lzo"])))
 def test_any_header_json_parses_or_is_refused_with_a_delta_error(top, codec):
     good = {"format": 2, "kind": "squashfs", "source": {"size": 1, "sha256": "0" * 64},
             "target": {"size": 1, "sha256": "1" * 64}, "op_count": 1,
@@ -95,6 +98,11 @@ def test_any_header_json_parses_or_is_refused_with_a_delta_error(top, codec):
         assert dfmt.MIN_BLOCK_SIZE <= c["block_size"] <= dfmt.MAX_BLOCK_SIZE
         lo, hi = dfmt.CODEC_LEVELS[c["name"]]
         assert lo <= c["level"] <= hi
+        assert isinstance(c.get("lz4_hc", False), bool) and 0 <= c.get("lzo_algorithm", 4) <= 4
+        if c["name"] == "lz4" and c.get("lz4_hc"):
+            assert c["level"] <= 12
+        if c["name"] == "lzo":
+            assert (c["level"] == 0) == (c.get("lzo_algorithm", 4) != 4)
 
 
 def test_blocks_ops_need_the_sample_check(tmp_path, pair):

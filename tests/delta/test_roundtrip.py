@@ -37,17 +37,20 @@ def test_edge_images_every_compressor(tmp_path, comp, level, fragments):
     assert size < os.path.getsize(new) / 5
 
 
-@pytest.mark.parametrize("comp", ["zstd", "xz", "gzip"])
+@pytest.mark.parametrize("comp", ["zstd", "xz", "gzip", "lz4", "lz4 -Xhc", "lz4 -Xhc -b 64K", "lzo",
+                                  "lzo -Xalgorithm lzo1x_1", "lzo -Xalgorithm lzo1x_1_11", "lzo -Xalgorithm lzo1x_1_12",
+                                  "lzo -Xalgorithm lzo1x_1_15", "lzo -Xcompression-level 3"])
 def test_mksquashfs_images(tmp_path, comp):
     mk = require_tool("mksquashfs")
     a = write_dir(base_entries(2), str(tmp_path / "a"))
     b = write_dir(edit(base_entries(2), 2), str(tmp_path / "b"))
     for src, img in ((a, "old.sqfs"), (b, "new.sqfs")):
-        run(mk, src, str(tmp_path / img), "-comp", comp, "-noappend", "-quiet", "-no-progress")
+        run(mk, src, str(tmp_path / img), "-comp", *comp.split(), "-noappend", "-quiet", "-no-progress")
     size, result = roundtrip(str(tmp_path), str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"))
     assert result.kind == "squashfs"
-    assert result.unreproducible_blocks == 0, "system libzstd / liblzma / zlib reproduce mksquashfs blocks"
+    assert result.unreproducible_blocks == 0, "system libzstd / liblzma / zlib / liblz4 / liblzo2 reproduce mksquashfs blocks"
     assert result.ops.get("blocks", 0) > 0
+    assert size < os.path.getsize(tmp_path / "new.sqfs") / 5
 
 
 def test_compressor_change_between_versions(tmp_path):
@@ -274,3 +277,24 @@ def test_huge_sparse_files_in_both_images(tmp_path):
     size, result = roundtrip(str(tmp_path), str(old), str(new))
     assert result.kind == "squashfs" and result.ops.get("blocks") == 1
     assert result.op_bytes["blocks"] < 200, "a patch against the old first block, not megabytes of holes"
+
+
+@pytest.mark.parametrize("comp, change, message", [
+    ("lz4 -Xhc", {"lz4_hc": False}, "cannot reproduce lz4 acceleration 12 blocks byte for byte"),
+    ("lzo", {"lzo_algorithm": 3, "level": 0}, r"cannot reproduce lzo \(lzo1x_1_15\) blocks byte for byte"),
+])
+def test_lz4_and_lzo_settings_in_the_header_are_checked_on_the_sample(tmp_path, comp, change, message):
+    """A delta whose lz4/lzo settings do not reproduce the image's blocks stops before writing."""
+    from edge.delta import CannotReproduceError
+    from tests.delta.test_errors import _rewrite_header
+
+    mk = require_tool("mksquashfs")
+    a = write_dir(base_entries(5), str(tmp_path / "a"))
+    b = write_dir(edit(base_entries(5), 5), str(tmp_path / "b"))
+    for src, img in ((a, "old.sqfs"), (b, "new.sqfs")):
+        run(mk, src, str(tmp_path / img), "-comp", *comp.split(), "-noappend", "-quiet", "-no-progress")
+    make_delta(str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"), str(tmp_path / "d"))
+    (tmp_path / "bad").write_bytes(_rewrite_header((tmp_path / "d").read_bytes(), lambda h: h["codec"].update(change)))
+    with pytest.raises(CannotReproduceError, match=message + ".*send a full bundle"):
+        apply_delta(str(tmp_path / "old.sqfs"), str(tmp_path / "bad"), str(tmp_path / "t.img"))
+    assert not (tmp_path / "t.img").exists()

@@ -79,8 +79,13 @@ def mksquashfs(src: str, image, *args: str) -> None:
         ("-comp", "gzip"),
         ("-comp", "gzip", "-Xcompression-level", "3", "-always-use-fragments", "-b", "16K"),
         ("-comp", "zstd", "-no-exports", "-no-xattrs", "-noI", "-noD", "-noF"),
+        ("-comp", "lz4"),
+        ("-comp", "lz4", "-Xhc", "-b", "1M"),
+        ("-comp", "lzo"),
+        ("-comp", "lzo", "-Xalgorithm", "lzo1x_1_15", "-always-use-fragments", "-b", "4K"),
     ],
-    ids=["zstd", "zstd19-nofrag", "xz", "xz-dict-256k", "gzip", "gzip3-tails-16k", "zstd-uncompressed"],
+    ids=["zstd", "zstd19-nofrag", "xz", "xz-dict-256k", "gzip", "gzip3-tails-16k", "zstd-uncompressed",
+         "lz4", "lz4hc-1m", "lzo", "lzo1x_1_15-tails-4k"],
 )
 def test_we_read_mksquashfs_images(tmp_path, rich_tree, args):
     image = tmp_path / "theirs.sqfs"
