@@ -339,8 +339,10 @@ def report(pairs, flavours, results, bounds, thr, args) -> str:
             ttu = edge.time_to_updated / x.time_to_updated
             gen = edge.make_s / z.make_s
             if p == "security":
+                # the issue sets this target on Edge's images; other images are held to it as a yardstick
+                what = "target" if f.startswith("edge") or f == "mksquashfs-zstd15" else "yardstick; the issue's target is on the zstd images"
                 checks.append(f"  - time to updated {edge.time_to_updated:.1f} s vs xdelta3 {x.time_to_updated:.1f} s: "
-                              f"**{ttu:.3f}x** (target ≤ 0.4) {verdict(ttu <= 0.4)}")
+                              f"**{ttu:.3f}x** ({what} ≤ 0.4) {verdict(ttu <= 0.4)}")
             # the issue sets the generation target on "the same pair" (the security pair); the other pairs are
             # held to the same yardstick here so that no number is left out
             label = "target" if p == "security" else "yardstick; the issue's target is on the security pair"
@@ -355,6 +357,15 @@ def report(pairs, flavours, results, bounds, thr, args) -> str:
                      f"**{thr['copy_mb_s']:.0f} MB/s** (target ≥ 200) {verdict(thr['copy_mb_s'] >= 200)}; with the "
                      f"whole-source sha256 check ({thr['source_check_s']:.2f} s) {thr['with_hash_mb_s']:.0f} MB/s; command "
                      f"wall {thr['wall_s']:.2f} s including interpreter start; peak RSS {thr['rss_kib'] / 1024:.1f} MiB.")
+    if args.section == "delta-lz4-lzo":
+        lines.append("")
+        lines.append("Reading: lz4 and lzo have no entropy stage, so the stored bytes of unchanged content keep their "
+                     "shape around a change and the byte-level tools find more of them than in zstd images (compare "
+                     "xdelta3's rows with the table above); Edge's delta is the same size for every compressor, as "
+                     "it carries content patches and rebuilds the blocks. Rebuilding is cheap for lz4 and costly for "
+                     "lzo: mksquashfs' default lzo is lzo1x_999 (level 8), which the device must rerun byte for byte, "
+                     "hence lzo's apply times. `edge delta make --link-speed` ships blocks ready-compressed where "
+                     "rebuilding them would take longer than downloading them.")
     lines.append("")
     lines.append(machine_line() + f" Tools: {tool_versions()}.")
     lines.append("")

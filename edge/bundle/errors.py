@@ -83,6 +83,10 @@ class ChunkMismatchError(BundleFormatError):
         self.offset = offset
 
 
+class DeltaPayloadError(BundleFormatError):
+    """A delta bundle's payload is not a readable delta, or its header names other images than the manifest."""
+
+
 class BundleCreateError(BundleFormatError):
     """A bundle cannot be created from these inputs (payload changed while reading, inconsistent arguments)."""
 

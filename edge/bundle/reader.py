@@ -47,6 +47,7 @@ from .errors import (
     BundleError,
     BundleHeaderError,
     ChunkMismatchError,
+    DeltaPayloadError,
     IncompatibleBoardError,
     NotABundleError,
     PayloadMismatchError,
@@ -57,7 +58,7 @@ from .errors import (
     as_bundle_error,
 )
 from .format import HEADER_SIZE, MAGIC, PAYLOAD_TAG_SIZE, Header, SignatureBlock, payload_tag
-from .manifest import Manifest, decode_manifest
+from .manifest import Manifest, decode_manifest, delta_image_mismatch
 from .writeback import WritebackWriter
 
 ProgressCallback = Callable[[int, int], None]
@@ -77,6 +78,18 @@ class Verification:
     signing_time: datetime.datetime
     manifest_sha256: str
     certificates: tuple[x509.Certificate, ...]  # the validated path, signer first
+
+
+class _Head:
+    """The first ``limit`` bytes of a payload, gathered chunk by chunk by ``stream_payload``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+
+    def take(self, _: int, chunk: memoryview) -> None:
+        if len(self.data) < self.limit:
+            self.data += chunk[: self.limit - len(self.data)]
 
 
 class Bundle:
@@ -327,8 +340,39 @@ class Bundle:
         return done - start_chunk * manifest.chunk_size
 
     def verify_payload(self, progress: ProgressCallback | None = None) -> int:
-        """Read and check every payload chunk and the end of the bundle, writing nothing."""
-        return self.stream_payload(None, progress=progress)
+        """Read and check every payload chunk and the end of the bundle, writing nothing.
+
+        For a delta bundle, also check that the delta's own header names the
+        manifest's source and target images (the signature covers the manifest
+        and each chunk, not that the two agree): :class:`DeltaPayloadError`.
+        """
+        manifest = self._verified_manifest()
+        if manifest.payload_type != "delta":
+            return self.stream_payload(None, progress=progress)
+        from edge.delta import format as dfmt
+
+        head = _Head(dfmt.PREAMBLE.size + dfmt.MAX_HEADER + 4 + dfmt.MAX_SAMPLE)  # all that preamble() may read
+        done = self.stream_payload(head.take, progress=progress)
+        self._check_delta_head(bytes(head.data), manifest)
+        return done
+
+    def _check_delta_head(self, head: bytes, manifest: Manifest) -> None:
+        import io
+
+        from edge.delta import DeltaError
+        from edge.delta.format import DeltaReader
+
+        try:
+            header = DeltaReader(io.BytesIO(head), "payload").preamble()[0]
+        except DeltaError as exc:
+            raise DeltaPayloadError(f"{self.name}: the payload of this delta bundle is not a usable delta: {exc}") from None
+        assert manifest.source is not None
+        mismatch = delta_image_mismatch(header, manifest.source, manifest.target)
+        if mismatch is not None:
+            what, found, want = mismatch
+            raise DeltaPayloadError(f"{self.name}: the delta's {what} image is sha256 {found.sha256} ({found.size} "
+                                    f"bytes), the signed manifest names {want.sha256} ({want.size} bytes): the bundle "
+                                    "was built wrong; rebuild it")
 
     def extract_to(self, dest: str | os.PathLike[str] | BinaryIO, *, progress: ProgressCallback | None = None,
                    sync: bool = True) -> int:

@@ -214,3 +214,23 @@ def test_inspect_reports_but_survives_damaged_certificates(env, bundle, tmp_path
     path = write(str(tmp_path / "bad.edgeb"), bytes(data))
     assert_one_line_error(edge("bundle", "inspect", path, check=False), 8, "certificate 0 in the signature block is not valid DER")
     assert_one_line_error(edge("bundle", "verify", path, "--keyring", env["keyring"], check=False), 8, "not valid DER")
+
+
+def test_verify_refuses_a_delta_bundle_whose_delta_names_other_images(env, tmp_path, monkeypatch):
+    """`edge bundle verify` checks the delta's own header against the signed manifest (exit 8, one line)."""
+    from edge.bundle import ImageRef, create_bundle, writer
+    from edge.delta import make_delta
+    from signing import load_signer
+
+    old = write_sqfs(base_entries(3, files=6), str(tmp_path / "old.sqfs"))
+    new = write_sqfs(edit(base_entries(3, files=6), 3), str(tmp_path / "new.sqfs"))
+    make_delta(old, new, str(tmp_path / "d.delta"))
+    ref = {p: ImageRef(hashlib.sha256(read(p)).hexdigest(), os.path.getsize(p)) for p in (old, new)}
+    monkeypatch.setattr(writer, "_check_delta_images", lambda *a: None)  # what `edge bundle create` refuses
+    out = str(tmp_path / "mixed.edgeb")
+    create_bundle(str(tmp_path / "d.delta"), out, load_signer(env["key"], env["cert"]), payload_type="delta",
+                  compatible=["qemu"], version="2.0.0", source=ref[new], target=ref[old], compressor="zstd", delta={})
+    r = edge("bundle", "verify", out, "--keyring", env["keyring"], check=False)
+    assert_one_line_error(r, 8, "the delta's source image is sha256 " + ref[old].sha256, "built wrong; rebuild it")
+    r = edge("bundle", "verify", out, "--keyring", env["keyring"], "--json", check=False)
+    assert r.returncode == 8 and json.loads(r.stdout)["error"]["type"] == "DeltaPayloadError"

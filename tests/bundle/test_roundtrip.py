@@ -15,6 +15,7 @@ from edge import __version__
 from edge.bundle import (
     BundleCreateError,
     BundleError,
+    DeltaPayloadError,
     ImageMismatchError,
     ImageRef,
     ManifestError,
@@ -255,6 +256,34 @@ def test_delta_bundle_must_name_the_images_its_delta_names(pki, tmp_path):
     with pytest.raises(BundleCreateError, match="not a usable delta: .*not an Edge delta"):
         create_bundle(noise, str(tmp_path / "c.edgeb"), signer, source=source, target=target, **kw)
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".edgeb")]
+
+
+def test_verify_payload_checks_that_the_delta_names_the_manifests_images(pki, tmp_path, monkeypatch):
+    """A signed delta bundle built around the wrong delta (another tool, a pipeline mix-up: create
+    refuses it, see above) is refused by verify_payload, after every chunk checked out."""
+    from edge.bundle import writer
+
+    delta_file, source, target = _small_delta(tmp_path)
+    monkeypatch.setattr(writer, "_check_delta_images", lambda *a: None)
+    kw = dict(payload_type="delta", compatible=["qemu"], version="2.0.0", compressor="zstd", chunk_size=4096, delta={})
+    signer = pki.leaves["ed25519"].signer()
+    other = ImageRef("c" * 64, target.size + 1)
+    noise = write(str(tmp_path / "noise.bin"), os.urandom(5000))
+    cases = [(delta_file, source, target, None),
+             (delta_file, source, other, f"the delta's target image is sha256 {target.sha256} \\({target.size} bytes\\), "
+                                         f"the signed manifest names {'c' * 64} \\({target.size + 1} bytes\\)"),
+             (delta_file, other, target, "the delta's source image"),
+             (noise, source, target, "not a usable delta: .*not an Edge delta")]
+    for i, (payload, src, tgt, pattern) in enumerate(cases):
+        out = str(tmp_path / f"{i}.edgeb")
+        create_bundle(payload, out, signer, source=src, target=tgt, **kw)
+        with open_bundle(out) as bundle:
+            bundle.verify(pki.keyring(), board="qemu")
+            if pattern is None:
+                assert bundle.verify_payload() == os.path.getsize(payload)
+            else:
+                with pytest.raises(DeltaPayloadError, match=pattern):
+                    bundle.verify_payload()
 
 
 @pytest.mark.parametrize("kwargs, pattern", [

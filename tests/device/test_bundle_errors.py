@@ -95,8 +95,9 @@ def test_a_delta_refused_before_writing_changes_no_state(tmp_path, artifacts):
 def test_a_delta_bundle_whose_manifest_names_other_images_is_refused_before_writing(tmp_path, artifacts, monkeypatch):
     """A signed bundle whose delta makes v3 while its manifest says v2 (another tool, or a pipeline
     mix-up): refused when the delta's header is read, before the slot is written (it used to seal v3
-    into the slot and fail afterwards)."""
-    from edge.bundle import create_bundle
+    into the slot and fail afterwards). A local bundle is refused by the whole-bundle check before
+    the install starts; a streamed one when the applier reads the delta's header (both before writing)."""
+    from edge.bundle import DeltaPayloadError, create_bundle
     from edge.bundle import writer
     from edge.delta import make_delta
     from edge.device.errors import DeviceError
@@ -114,6 +115,11 @@ def test_a_delta_bundle_whose_manifest_names_other_images_is_refused_before_writ
     sim.create(d, "x86-64-efi", images[1], keyring=pki["keyring"])
     cfg = load_config(os.path.join(d, "device.yaml"))
     before = _snapshot(cfg, d)
+    with pytest.raises(DeltaPayloadError, match="the delta's target image .* the signed manifest names .*built wrong"):
+        Installer(cfg).install(bundle)
+    assert _snapshot(cfg, d) == before
+    from edge.bundle import reader  # the streamed path (an install from a URL checks chunks as they arrive)
+    monkeypatch.setattr(reader.Bundle, "_check_delta_head", lambda *a: None)
     with pytest.raises(DeviceError, match="the bundle's delta has target image .* its manifest says .*built wrong"):
         Installer(cfg).install(bundle)
     assert _snapshot(cfg, d) == before
