@@ -41,7 +41,7 @@ from edge.errors import InputFileError
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
 from edge.memory import return_large_buffers_promptly
 from edge.storage import missing_device, overlap
-from edge.squashfs.compressors import Codec, CodecError, available_impls, describe
+from edge.squashfs.compressors import IMPLS, Codec, CodecError, available_impls, describe
 
 from . import format as dfmt
 from .blocks import FdPread, RebuildMeter, block_size_of, fd_pread, read_reference
@@ -112,6 +112,9 @@ def codec_from_header(header: Header) -> tuple[Codec | None, Codec | None]:
         source_codec = None
         if c.get("source_compressor"):  # (names, levels and block sizes were checked by Header.from_json)
             source_codec = Codec(name=c["source_compressor"], level=0, block_size=int(c["source_block_size"]))
+            if not available_impls(source_codec.name):  # (lz4 and lzo need the system library)
+                raise CannotReproduceError(f"this device cannot read the source slot's {source_codec.name} blocks "
+                                           f"(no {IMPLS[source_codec.name][0]} here); send a full bundle")
         if not c.get("name"):
             return None, source_codec
         impl = c["impl"]

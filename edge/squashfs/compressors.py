@@ -19,6 +19,7 @@ import zstandard
 
 from . import format as fmt
 from .errors import SquashfsError
+from . import native
 from .native import LZO_ALGORITHMS
 
 
@@ -76,14 +77,12 @@ class Codec:
 
     @property
     def label(self) -> str:
-        """The compressor and its settings for messages: 'zstd level 19', 'lz4 HC level 12', 'lzo1x_1_15'."""
+        """The compressor and its settings for messages: 'zstd level 19', 'lz4 HC level 12', 'lzo (lzo1x_1_15)'."""
         return describe(self.name, self.level, self.lz4_hc, self.lzo_algorithm)
 
     @property
     def impl_version(self) -> str:
         """Name and version of the library that compresses, e.g. 'libzstd 1.5.4'."""
-        from . import native
-
         if self.impl == "zstandard":
             return f"zstandard {zstandard.__version__} (zstd {zstandard.ZSTD_VERSION[0]}.{zstandard.ZSTD_VERSION[1]}.{zstandard.ZSTD_VERSION[2]})"
         if self.impl == "libzstd":
@@ -135,8 +134,6 @@ class Codec:
             return zlib.compress(data, self.level, self.gzip_window)
         if impl in ("libzstd", "liblzma"):
             if self._native is None:
-                from . import native
-
                 if impl == "libzstd":
                     self._native = native.SystemZstd(self.level)
                 else:
@@ -147,8 +144,6 @@ class Codec:
             return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
         if impl in ("liblz4", "liblzo2"):
             if self._native is None:
-                from . import native
-
                 self._native = (native.SystemLz4(self.lz4_hc, self.level) if impl == "liblz4"
                                 else native.SystemLzo(self.lzo_algorithm, self.level))
             # mksquashfs gives both the block size as the output limit; a block that does not fit is
@@ -161,9 +156,9 @@ class Codec:
         """Free the calling thread's cached compressor context (zstd with 1 MiB blocks keeps 17 MiB
         in one); the next compress on this thread makes a new one."""
         self._local.__dict__.pop("cctx", None)
-        native = self._native
-        if native is not None and hasattr(native, "drop_thread_context"):
-            native.drop_thread_context()
+        lib = self._native
+        if lib is not None and hasattr(lib, "drop_thread_context"):
+            lib.drop_thread_context()
 
     def options(self) -> bytes | None:
         """The compressor-options payload mksquashfs would store, or None for defaults."""
@@ -205,13 +200,13 @@ class Codec:
                     raise CodecError(f"{self.name} block is truncated")
                 return out
             if self.name in ("lz4", "lzo"):
-                from . import native
-
                 if self.name == "lz4":
                     return native.lz4_decompress(data, limit)
                 return native.lzo_decompress(data, limit)
         except CodecError:
             raise
+        except native.NativeUnavailable as exc:
+            raise CodecError(f"{self.name} blocks cannot be read here: {exc}") from None
         except (zlib.error, lzma.LZMAError, zstandard.ZstdError, ValueError, MemoryError) as exc:
             raise CodecError(f"corrupt {self.name} block: {exc}") from None
         raise CodecError(f"compressor {self.name} is not supported")
@@ -255,8 +250,6 @@ def default_impl(name: str) -> str:
     """python-zstandard for zstd (pinned with Edge, same on build host and device); for
     xz the system liblzma's one-shot encoder when it loads (identical to mksquashfs)."""
     if name == "xz":
-        from . import native
-
         try:
             native.liblzma_version()
             return "liblzma"
@@ -267,8 +260,6 @@ def default_impl(name: str) -> str:
 
 def available_impls(name: str) -> list[str]:
     """Implementations of compressor ``name`` that can run on this machine."""
-    from . import native
-
     out = []
     for impl in IMPLS.get(name, ()):
         try:
@@ -312,8 +303,6 @@ def codec_for_image(compression: int, block_size: int, options: bytes | None, im
     if name not in READABLE:
         raise SquashfsError(f"{image}: compressor {name or compression} is not supported ({', '.join(READABLE)} are)")
     if name in ("lz4", "lzo"):
-        from . import native
-
         try:
             native.liblz4_version() if name == "lz4" else native.liblzo2_version()
         except native.NativeUnavailable as exc:

@@ -206,7 +206,7 @@ def lz4_decompress(data: bytes, limit: int) -> bytes:
     out = ctypes.create_string_buffer(max(1, limit))
     n = lib.LZ4_decompress_safe(data, out, len(data), limit)
     if n < 0:
-        raise ValueError(f"lz4 block is corrupt or inflates past {limit} bytes (error at input byte {-n - 1})")
+        raise ValueError(f"malformed, or inflates past {limit} bytes (decoding stopped at input byte {-n - 1})")
     return out.raw[:n]
 
 
@@ -279,7 +279,7 @@ def lzo_decompress(data: bytes, limit: int) -> bytes:
     if ret != LZO_E_OK:
         reason = {-4: "input ends early", -5: f"it inflates past {limit} bytes", -6: "a match points before the start",
                   -8: "bytes follow its end"}.get(ret, f"error {ret}")
-        raise ValueError(f"lzo block is corrupt: {reason}")
+        raise ValueError(reason)
     return out.raw[: n.value]
 
 

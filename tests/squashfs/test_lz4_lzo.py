@@ -168,3 +168,26 @@ def test_bit_flips_in_lz4_and_lzo_images_only_raise_squashfs_error(variant, data
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20
+
+
+def test_without_the_system_library_images_and_deltas_are_refused_with_what_to_install(tmp_path, monkeypatch):
+    """A device without liblz4 (it is a separate Debian package) says so instead of failing on the first block."""
+    from edge.delta import CannotReproduceError, apply_delta, make_delta
+
+    old, new = tmp_path / "old.sqfs", tmp_path / "new.sqfs"
+    old.write_bytes(_images()[("lz4",)])
+    with open(_tree(str(tmp_path / "src")) + "/d/text", "a") as fh:
+        fh.write("one more line\n")
+    subprocess.run([require_tool("mksquashfs"), str(tmp_path / "src"), str(new), "-noappend", "-quiet", "-no-progress",
+                    "-b", "64K", "-comp", "lz4"], check=True, capture_output=True)
+    make_delta(str(old), str(new), str(tmp_path / "d"))
+
+    def missing() -> str:
+        raise native.NativeUnavailable("system liblz4 not found (test)")
+
+    monkeypatch.setattr(native, "liblz4_version", missing)
+    with pytest.raises(SquashfsError, match=r"old.sqfs: lz4 images need the system library .*install liblz4-1"):
+        SquashfsImage(str(old))
+    with pytest.raises(CannotReproduceError, match="cannot read the source slot's lz4 blocks .*send a full bundle"):
+        apply_delta(str(old), str(tmp_path / "d"), str(tmp_path / "t.img"))
+    assert not (tmp_path / "t.img").exists()
