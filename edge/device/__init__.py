@@ -2,7 +2,7 @@
 
 from .config import DeviceConfig, HealthConfig, load_config
 from .control import BootCheckResult, boot_check, mark_bad, mark_good, rollback, status
-from .errors import ConfigError, DeviceError, HealthCheckFailed, StateError
+from .errors import ConfigError, DeviceError, DownloadError, HealthCheckFailed, StateError
 from .install import InstallResult, Installer
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "DeviceConfig",
     "DeviceError",
+    "DownloadError",
     "HealthCheckFailed",
     "HealthConfig",
     "InstallResult",

@@ -1,4 +1,4 @@
-"""Errors of the device side (exit codes 11 and 13)."""
+"""Errors of the device side (exit codes 11, 13 and 14)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ class ConfigError(DeviceError):
 
 class StateError(DeviceError):
     """The device state file is unreadable or inconsistent."""
+
+
+class DownloadError(DeviceError):
+    """A bundle or delta could not be downloaded: server unreachable, HTTP error, no Range support, or the
+    transfer broke off again after the retries. Nothing is wrong with the update itself: try again later
+    (an install that had started writing resumes where it stopped)."""
+
+    exit_code = 14
 
 
 class HealthCheckFailed(DeviceError):

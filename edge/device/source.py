@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from edge.errors import InputFileError
 
-from .errors import DeviceError
+from .errors import DownloadError
 
 RETRIES = 5
 
@@ -73,7 +73,7 @@ class HttpStream(io.RawIOBase):
             with self._retry(lambda: urllib.request.urlopen(req, timeout=self.timeout)) as resp:
                 length = resp.headers.get("Content-Length")
             if length is None:
-                raise DeviceError(f"{self.url}: the server does not say how big the bundle is")
+                raise DownloadError(f"{self.url}: the server does not say how big the bundle is")
             self._size = int(length)
         return self._size
 
@@ -87,7 +87,7 @@ class HttpStream(io.RawIOBase):
         resp = self._retry(lambda: urllib.request.urlopen(req, timeout=self.timeout))
         if self._pos and resp.status != 206:
             resp.close()
-            raise DeviceError(f"{self.url}: the server does not support Range requests (HTTP {resp.status} to a "
+            raise DownloadError(f"{self.url}: the server does not support Range requests (HTTP {resp.status} to a "
                               f"ranged GET), which streaming and resuming need")
         self._resp = resp
         if self._size is None:
@@ -102,11 +102,11 @@ class HttpStream(io.RawIOBase):
                 if exc.code == 416 and self._pos > 0:  # range not satisfiable: reading at or past the end
                     raise _AtEnd() from None
                 if exc.code < 500 or attempt == RETRIES:
-                    raise DeviceError(f"{self.url}: HTTP {exc.code} {exc.reason}") from None
+                    raise DownloadError(f"{self.url}: HTTP {exc.code} {exc.reason}") from None
             except (urllib.error.URLError, OSError) as exc:
                 if attempt == RETRIES:
                     reason = getattr(exc, "reason", exc)
-                    raise DeviceError(f"{self.url}: cannot download ({reason})") from None
+                    raise DownloadError(f"{self.url}: cannot download ({reason})") from None
             time.sleep(delay)
             delay = min(delay * 2, 8)
         raise AssertionError("unreachable")
@@ -136,7 +136,7 @@ class HttpStream(io.RawIOBase):
                     attempt = 0  # this connection delivered data before it ended: reopen at once
                     continue
                 if attempt == RETRIES:
-                    raise DeviceError(f"{self.url}: download interrupted at byte {self._pos} ({exc})") from None
+                    raise DownloadError(f"{self.url}: download interrupted at byte {self._pos} ({exc})") from None
                 time.sleep(min(0.5 * 2**attempt, 8))
                 attempt += 1
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from edge.device import DeviceError, Installer, load_config, status
+from edge.device import DownloadError, Installer, load_config, status
 from edge.device import sim
 from tests.rangeserver import RangeHandler
 
@@ -52,8 +52,30 @@ def test_delta_from_url(tmp_path, artifacts, server):
 def test_missing_url_is_a_clear_error(tmp_path, artifacts, server):
     d = str(tmp_path / "board")
     sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
-    with pytest.raises(DeviceError, match="HTTP 404"):
+    with pytest.raises(DownloadError, match="HTTP 404"):
         Installer(load_config(os.path.join(d, "device.yaml"))).install(url(server, "nope.edgeb"))
+
+
+def test_download_failures_exit_14_with_one_line(tmp_path, artifacts, server, monkeypatch, capsys):
+    """A fleet agent tells "try again later" (14) from a bad update (7-10) and a device fault (11)."""
+    import socket
+
+    from edge.device import source
+    from tests.device.helpers import run_edge
+
+    monkeypatch.setattr(source, "RETRIES", 0)  # (5 retries with backoff take 15 s)
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/x.edgeb"
+    state = open(load_config(os.path.join(d, "device.yaml")).state_file).read()
+    for where, needle in ((url(server, "nope.edgeb"), "HTTP 404 "), (closed, "cannot download (")):
+        capsys.readouterr()
+        assert run_edge("--config", os.path.join(d, "device.yaml"), "install", where) == 14
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edge: error: ") and needle in lines[0], lines
+    assert open(load_config(os.path.join(d, "device.yaml")).state_file).read() == state
 
 
 def _corrupt_copy(src: str, dst: str, offset_from_end: int) -> str:
