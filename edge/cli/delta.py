@@ -11,7 +11,7 @@ from edge.delta import apply_delta, make_delta, read_header
 from edge.delta import format as dfmt
 from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
-from edge.squashfs.compressors import describe
+from edge.squashfs.compressors import LZO1X_999, describe
 
 from .output import print_json, print_table
 from .units import parse_rate, parse_size
@@ -171,7 +171,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("kind", info["kind"]),
         ("source", f"{info['source']['size']} bytes, sha256 {info['source']['sha256']}"),
         ("target", f"{info['target']['size']} bytes, sha256 {info['target']['sha256']}"),
-        ("compressor", f"{describe(codec['name'], codec.get('level', 0), codec.get('lz4_hc', False), codec.get('lzo_algorithm', 4))}, "
+        ("compressor", f"{describe(codec['name'], codec.get('level', 0), codec.get('lz4_hc', False), codec.get('lzo_algorithm', LZO1X_999))}, "
                        f"{codec.get('impl_version')}" if codec.get("name") else "-"),
         ("ops", info["op_count"]),
         ("generator", info["generator"]),

@@ -12,7 +12,7 @@ from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
 from edge.squashfs import SquashfsError, SquashfsImage, Tree, WriterOptions, parse_block_size, walk_directory, write_image
 from edge.squashfs import format as fmt
-from edge.squashfs.compressors import WRITABLE, describe, make_codec
+from edge.squashfs.compressors import LZO1X_999, WRITABLE, describe, make_codec
 from edge.squashfs.extract import extract, long_line
 
 from .output import print_json, print_table
@@ -225,7 +225,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("image", info["image"]),
         ("size", f"{info['bytes_used']} bytes used ({human_bytes(info['bytes_used'])}), file {info['file_size']} bytes"),
         ("compressor", describe(info["compressor"], info["compression_level"], info.get("lz4_hc", False),
-                                info.get("lzo_algorithm", 4))),
+                                info.get("lzo_algorithm", LZO1X_999))),
         ("block size", info["block_size"]),
         ("created", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info["mkfs_time"]))),
         ("flags", ", ".join(info["flags"]) or "-"),

@@ -41,7 +41,7 @@ from edge.errors import InputFileError
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
 from edge.memory import return_large_buffers_promptly
 from edge.storage import missing_device, overlap
-from edge.squashfs.compressors import IMPLS, Codec, CodecError, available_impls, describe
+from edge.squashfs.compressors import IMPLS, LZO1X_999, Codec, CodecError, available_impls
 
 from . import format as dfmt
 from .blocks import FdPread, RebuildMeter, block_size_of, fd_pread, read_reference
@@ -117,14 +117,13 @@ def codec_from_header(header: Header) -> tuple[Codec | None, Codec | None]:
                                            f"(no {IMPLS[source_codec.name][0]} here); send a full bundle")
         if not c.get("name"):
             return None, source_codec
-        impl = c["impl"]
-        if impl not in available_impls(c["name"]):
-            raise CannotReproduceError(
-                f"this device cannot reproduce {describe(c['name'], c['level'], c.get('lz4_hc', False), c.get('lzo_algorithm', 4))} blocks: the delta needs {c['impl_version']}, "
-                f"which is not available here; send a full bundle")
         codec = Codec(name=c["name"], level=int(c["level"]), block_size=int(c["block_size"]),
-                      gzip_window=int(c.get("gzip_window", 15)), xz_dict_size=int(c.get("xz_dict_size", 0)), impl=impl,
-                      lz4_hc=bool(c.get("lz4_hc", False)), lzo_algorithm=int(c.get("lzo_algorithm", 4)))
+                      gzip_window=int(c.get("gzip_window", 15)), xz_dict_size=int(c.get("xz_dict_size", 0)), impl=c["impl"],
+                      lz4_hc=bool(c.get("lz4_hc", False)), lzo_algorithm=int(c.get("lzo_algorithm", LZO1X_999)))
+        if codec.impl not in available_impls(codec.name):
+            raise CannotReproduceError(
+                f"this device cannot reproduce {codec.label} blocks: the delta needs {c['impl_version']}, "
+                f"which is not available here; send a full bundle")
         return codec, source_codec
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptDeltaError(f"delta header codec is malformed: {exc}") from None

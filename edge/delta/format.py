@@ -20,6 +20,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from edge.squashfs.native import LZO1X_999
+
 from .errors import CorruptDeltaError, TruncatedDeltaError
 
 MAGIC = b"EDGEDELT"
@@ -239,12 +241,12 @@ def _codec(v: object) -> dict | None:
             raise CorruptDeltaError(f"delta header field codec.xz_dict_size={dict_size} is outside 8 KiB..the block size")
         if not isinstance(c.get("lz4_hc", False), bool):
             raise CorruptDeltaError("delta header field codec.lz4_hc is not true or false")
-        algorithm = _uint(c.get("lzo_algorithm", 4), "codec.lzo_algorithm")
-        if algorithm > 4:
+        algorithm = _uint(c.get("lzo_algorithm", LZO1X_999), "codec.lzo_algorithm")
+        if algorithm > LZO1X_999:
             raise CorruptDeltaError(f"delta header field codec.lzo_algorithm={algorithm} is not one of 0..4")
         if name == "lz4" and c.get("lz4_hc") and level > 12:
             raise CorruptDeltaError(f"delta header field codec.level={level} is outside lz4 HC's levels 1..12")
-        if name == "lzo" and (level == 0) != (algorithm != 4):
+        if name == "lzo" and (level == 0) != (algorithm != LZO1X_999):
             raise CorruptDeltaError(f"delta header field codec.level={level} does not suit lzo algorithm {algorithm}")
     return c
 

@@ -20,7 +20,7 @@ import zstandard
 from . import format as fmt
 from .errors import SquashfsError
 from . import native
-from .native import LZO_ALGORITHMS
+from .native import LZO1X_999, LZO_ALGORITHMS
 
 
 class CodecError(Exception):
@@ -41,7 +41,7 @@ _LZ4_OPTIONS_V2 = struct.Struct("<iii")  # ... flags | 2 (LZ4_NON_DEFAULT), acce
 _LZO_OPTIONS = struct.Struct("<ii")  # algorithm, compression level (lzo1x_999 only)
 LZ4_LEGACY, LZ4_HC, LZ4_NON_DEFAULT = 1, 1, 2
 LZ4_ACC_DEFAULT, LZ4_HC_DEFAULT = 1, 12  # mksquashfs: LZ4_compress_default / LZ4_compress_HC at LZ4HC_CLEVEL_MAX
-LZO1X_999, LZO_DEFAULT_LEVEL = 4, 8
+LZO_DEFAULT_LEVEL = 8
 
 
 @dataclass
@@ -199,9 +199,9 @@ class Codec:
                         raise CodecError(f"{self.name} block inflates past {limit} bytes")
                     raise CodecError(f"{self.name} block is truncated")
                 return out
-            if self.name in ("lz4", "lzo"):
-                if self.name == "lz4":
-                    return native.lz4_decompress(data, limit)
+            if self.name == "lz4":
+                return native.lz4_decompress(data, limit)
+            if self.name == "lzo":
                 return native.lzo_decompress(data, limit)
         except CodecError:
             raise
@@ -258,19 +258,17 @@ def default_impl(name: str) -> str:
     return {"zstd": "zstandard", "gzip": "zlib", "lzma": "python-lzma", "lz4": "liblz4", "lzo": "liblzo2"}[name]
 
 
+# the implementations that are system libraries, each with a call that loads it (NativeUnavailable when missing)
+_NATIVE_PROBES = {"libzstd": lambda: native.libzstd_version(), "liblzma": lambda: native.liblzma_version(),
+                  "liblz4": lambda: native.liblz4_version(), "liblzo2": lambda: native.liblzo2_version()}
+
+
 def available_impls(name: str) -> list[str]:
     """Implementations of compressor ``name`` that can run on this machine."""
     out = []
     for impl in IMPLS.get(name, ()):
         try:
-            if impl == "libzstd":
-                native.libzstd_version()
-            elif impl in ("liblzma",):
-                native.liblzma_version()
-            elif impl == "liblz4":
-                native.liblz4_version()
-            elif impl == "liblzo2":
-                native.liblzo2_version()
+            _NATIVE_PROBES.get(impl, lambda: None)()
         except native.NativeUnavailable:
             continue
         out.append(impl)
@@ -302,9 +300,9 @@ def codec_for_image(compression: int, block_size: int, options: bytes | None, im
     name = fmt.COMPRESSOR_NAMES.get(compression)
     if name not in READABLE:
         raise SquashfsError(f"{image}: compressor {name or compression} is not supported ({', '.join(READABLE)} are)")
-    if name in ("lz4", "lzo"):
+    if name in ("lz4", "lzo"):  # read only through the system library
         try:
-            native.liblz4_version() if name == "lz4" else native.liblzo2_version()
+            _NATIVE_PROBES[IMPLS[name][0]]()
         except native.NativeUnavailable as exc:
             package = "liblz4-1" if name == "lz4" else "liblzo2-2"
             raise SquashfsError(f"{image}: {name} images need the system library ({exc}; install {package})") from None

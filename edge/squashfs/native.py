@@ -26,13 +26,17 @@ class NativeUnavailable(Exception):
     """The system library is not installed (or lacks a symbol)."""
 
 
+def _open_library(short: str, soname: str) -> ctypes.CDLL:
+    """The system's lib``short`` (``soname`` when ldconfig does not know it), or NativeUnavailable."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library(short) or soname)
+    except OSError as exc:
+        raise NativeUnavailable(f"system lib{short} not found ({exc})") from None
+
+
 @functools.cache
 def _libzstd() -> ctypes.CDLL:
-    name = ctypes.util.find_library("zstd") or "libzstd.so.1"
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError as exc:
-        raise NativeUnavailable(f"system libzstd not found ({exc})") from None
+    lib = _open_library("zstd", "libzstd.so.1")
     lib.ZSTD_versionString.restype = ctypes.c_char_p
     lib.ZSTD_compressBound.restype = ctypes.c_size_t
     lib.ZSTD_compressBound.argtypes = [ctypes.c_size_t]
@@ -93,11 +97,7 @@ def zstd_decompress_with_prefix(frame: bytes | bytearray | memoryview, prefix: b
 
 @functools.cache
 def _liblzma() -> ctypes.CDLL:
-    name = ctypes.util.find_library("lzma") or "liblzma.so.5"
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError as exc:
-        raise NativeUnavailable(f"system liblzma not found ({exc})") from None
+    lib = _open_library("lzma", "liblzma.so.5")
     lib.lzma_version_string.restype = ctypes.c_char_p
     lib.lzma_lzma_preset.restype = ctypes.c_ubyte
     lib.lzma_lzma_preset.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
@@ -177,11 +177,7 @@ class SystemXz:
 # ------------------------------------------------------------------ lz4, lzo
 @functools.cache
 def _liblz4() -> ctypes.CDLL:
-    name = ctypes.util.find_library("lz4") or "liblz4.so.1"
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError as exc:
-        raise NativeUnavailable(f"system liblz4 not found ({exc})") from None
+    lib = _open_library("lz4", "liblz4.so.1")
     lib.LZ4_versionString.restype = ctypes.c_char_p
     lib.LZ4_compressBound.restype = ctypes.c_int
     lib.LZ4_compressBound.argtypes = [ctypes.c_int]
@@ -238,11 +234,7 @@ _LZO_WORKSPACE = 512 << 10  # more than any lzo1x compressor's LZO1X_*_MEM_COMPR
 
 @functools.cache
 def _liblzo2() -> ctypes.CDLL:
-    name = ctypes.util.find_library("lzo2") or "liblzo2.so.2"
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError as exc:
-        raise NativeUnavailable(f"system liblzo2 not found ({exc})") from None
+    lib = _open_library("lzo2", "liblzo2.so.2")
     lib.lzo_version_string.restype = ctypes.c_char_p
     sizes = [ctypes.sizeof(ctypes.c_short), ctypes.sizeof(ctypes.c_int), ctypes.sizeof(ctypes.c_long), 4,
              ctypes.sizeof(ctypes.c_size_t), ctypes.sizeof(ctypes.c_void_p), ctypes.sizeof(ctypes.c_void_p),
