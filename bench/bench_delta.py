@@ -142,6 +142,9 @@ def run_edge(old: Path, new: Path, work: Path) -> Run:
     r.size = patch.stat().st_size
     r.extra = {"ops": made["ops"], "op_bytes": made["op_bytes"], "unreproducible": made["unreproducible_blocks"],
                "codec": made["codec"]}
+    info = json.loads(subprocess.run([EDGE, "delta", "info", str(patch), "--json"], check=True, capture_output=True,
+                                     text=True).stdout)
+    r.extra["target_refs"] = info["patch_target_references"]
     r.apply_s, r.apply_rss_kib, proc = timed_apply([EDGE, "delta", "apply", str(old), str(patch), "-o", str(out), "--json"], out)
     applied = json.loads(proc.stdout)
     r.extra["source_check_s"] = applied["source_check_seconds"]

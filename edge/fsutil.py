@@ -101,6 +101,19 @@ class HeldBackWriter:
         if view:
             pwrite_all(self.fd, view, pos)
 
+    def read_into(self, pos: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the image's bytes at ``pos`` as written so far (held-back head included);
+        ShortFileError when the target ends before them."""
+        got = 0
+        while got < len(buf):
+            n = os.preadv(self.fd, [buf[got:]], pos + got)
+            if n == 0:
+                raise ShortFileError(pos + got)
+            got += n
+        if pos < len(self.head):
+            n = min(len(buf), len(self.head) - pos)
+            buf[:n] = self.head[pos : pos + n]
+
     def sha256(self, size: int) -> str:
         """sha256 of the image as it will be: the held-back head, then the rest as written
         (ShortFileError when the target ends before ``size``)."""

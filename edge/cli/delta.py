@@ -128,6 +128,7 @@ def delta_info(path: str) -> dict:
     header, _, sample = read_header(path)
     counts: dict[str, dict[str, int]] = {}
     encodings: dict[str, dict[str, int]] = {}  # how the blocks and patch ops carry their content
+    target_refs = {"ops": 0, "reference_bytes": 0}  # patch ops that also refer to target bytes written before them
     with open(path, "rb") as fh:
         reader = dfmt.DeltaReader(fh, path)
         reader.preamble()
@@ -145,6 +146,9 @@ def delta_info(path: str) -> dict:
                 e["ops"] += 1
                 e["patch_bytes"] += len(op.patch)
                 e["content_bytes"] += op.content_len if isinstance(op, dfmt.Blocks) else op.length
+            if isinstance(op, dfmt.Patch) and op.targets:
+                target_refs["ops"] += 1
+                target_refs["reference_bytes"] += sum(n for _, n in op.targets)
     return {
         "delta": path,
         "size": os.path.getsize(path),
@@ -155,8 +159,10 @@ def delta_info(path: str) -> dict:
         "sample_bytes": len(sample),
         "op_count": header.op_count,
         "generator": header.generator,
+        "format": header.version,
         "ops": counts,
         "patch_encodings": encodings,
+        "patch_target_references": target_refs,
     }
 
 
@@ -174,7 +180,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("compressor", f"{describe(codec['name'], codec.get('level', 0), codec.get('lz4_hc', False), codec.get('lzo_algorithm', LZO1X_999))}, "
                        f"{codec.get('impl_version')}" if codec.get("name") else "-"),
         ("ops", info["op_count"]),
-        ("generator", info["generator"]),
+        ("generator", f"{info['generator']} (format {info['format']})"),
     ])
     print(f"\n{'kind':8} {'ops':>7} {'delta bytes':>12} {'target bytes':>13}")
     for kind, c in sorted(info["ops"].items()):
@@ -183,4 +189,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"\n{'patch':9} {'ops':>6} {'patch bytes':>12} {'content bytes':>14}")
         for enc, c in sorted(info["patch_encodings"].items()):
             print(f"{enc:9} {c['ops']:>6} {c['patch_bytes']:>12} {c['content_bytes']:>14}")
+    refs = info["patch_target_references"]
+    if refs["ops"]:
+        print(f"\n{refs['ops']} patch ops also refer to {refs['reference_bytes']} bytes of the target written before them")
     return 0

@@ -372,6 +372,12 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
                     while pending and (pending_bytes > MAX_PENDING_BYTES or pending[0].done()):
                         finish_one()
                 else:
+                    if isinstance(op, Patch) and op.targets:
+                        for offset, n in op.targets:
+                            if offset + n > tpos:
+                                raise CorruptDeltaError(f"{name}: patch op {op_index} refers to target bytes "
+                                                        f"{offset}..{offset + n}, not written before it (at {tpos})")
+                        finish_all()  # its reference may lie in blocks still being rebuilt
                     _apply_op(op, op_index, src, out, tpos, name)
                 tpos += op.length
                 op_index += 1
@@ -485,6 +491,21 @@ def _copy_buffer(n: int) -> memoryview:
     return buf[:n]
 
 
+def _patch_reference(op: Patch, src: FdPread, out: HeldBackWriter) -> bytes | bytearray:
+    """A patch op's reference: its source extent, then its extents of the target written so far."""
+    if not op.targets:
+        return src(op.src, op.src_len)
+    ref = bytearray(op.reference_len)
+    view = memoryview(ref)
+    src.into(op.src, view[: op.src_len])
+    at = op.src_len
+    for offset, n in op.targets:
+        out.read_into(offset, view[at : at + n])
+        at += n
+    view.release()
+    return ref
+
+
 def _apply_op(op: dfmt.Op, index: int, src: FdPread, out: HeldBackWriter, tpos: int, name: str) -> None:
     """A COPY, ZERO, LITERAL or PATCH op (BLOCKS ops are rebuilt on the pool by ``_run``)."""
     if isinstance(op, Copy):
@@ -506,7 +527,7 @@ def _apply_op(op: dfmt.Op, index: int, src: FdPread, out: HeldBackWriter, tpos: 
             raise CorruptDeltaError(f"{name}: literal op {index} holds {len(data)} bytes, expected {op.length}")
         out.write(data, tpos)
     elif isinstance(op, Patch):
-        data = read_patch(op.encoding, op.patch, op.length, lambda: src(op.src, op.src_len))
+        data = read_patch(op.encoding, op.patch, op.length, lambda: _patch_reference(op, src, out))
         if len(data) != op.length or hashlib.sha256(data).digest() != op.sha256:
             raise CorruptDeltaError(f"{name}: patch op {index} does not produce the expected bytes (corrupt delta)")
         out.write(data, tpos)

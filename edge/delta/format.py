@@ -25,8 +25,8 @@ from edge.squashfs.native import LZO1X_999
 from .errors import CorruptDeltaError, TruncatedDeltaError
 
 MAGIC = b"EDGEDELT"
-VERSION = 2  # 2 added ENC_BSDIFF; version 1 deltas (a subset) are still read
-READABLE_VERSIONS = frozenset({1, 2})
+VERSION = 3  # 2 added ENC_BSDIFF, 3 added OP_PATCH_TARGET; older deltas (subsets) are still read
+READABLE_VERSIONS = frozenset({1, 2, 3})
 PREAMBLE = struct.Struct("<8sII")
 MAX_HEADER = 1 << 20
 MAX_SAMPLE = 1 << 20
@@ -37,6 +37,7 @@ MAX_SAMPLE = 1 << 20
 MAX_OP_CONTENT = 4 << 20  # plain bytes one BLOCKS/PATCH op produces or one LITERAL holds
 MAX_OP_REFERENCE = 10 << 20  # plain reference (dictionary) bytes one op may ask for
 MAX_OP_EXTENTS = 1 << 16
+MAX_TARGET_EXTENTS = 64  # already-written target extents one patch op may add to its reference
 MAX_PATCH = MAX_OP_CONTENT + (64 << 10)  # encoded bytes of one op's patch or literal
 
 OP_END = 0
@@ -45,7 +46,9 @@ OP_ZERO = 2
 OP_LITERAL = 3
 OP_BLOCKS = 4
 OP_PATCH = 5
-OP_NAMES = {OP_COPY: "copy", OP_ZERO: "zero", OP_LITERAL: "literal", OP_BLOCKS: "blocks", OP_PATCH: "patch"}
+OP_PATCH_TARGET = 6  # a patch whose reference also holds target bytes written before it (format 3)
+OP_NAMES = {OP_COPY: "copy", OP_ZERO: "zero", OP_LITERAL: "literal", OP_BLOCKS: "blocks", OP_PATCH: "patch",
+            OP_PATCH_TARGET: "patch"}
 
 ENC_RAW = 0
 ENC_ZSTD = 1  # zstd frame, no dictionary
@@ -114,7 +117,9 @@ class Blocks:
 
 @dataclass(frozen=True, slots=True)
 class Patch:
-    """Generic byte-level diff: target bytes = zstd-decode(patch, dictionary = source[src:src+src_len])."""
+    """Generic byte-level diff: target bytes = decode(patch, reference), where the reference is
+    source[src:src+src_len] followed by each ``targets`` extent (offset, length) of the target, all of
+    which lie before this op's own bytes (written already: new content that repeats other new content)."""
 
     src: int
     src_len: int
@@ -122,6 +127,11 @@ class Patch:
     encoding: int
     patch: bytes
     sha256: bytes
+    targets: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def reference_len(self) -> int:
+        return self.src_len + sum(n for _, n in self.targets)
 
 
 Op = Copy | Zero | Literal | Blocks | Patch
@@ -146,10 +156,11 @@ class Header:
     generator: str = ""
     stats: dict = field(default_factory=dict)
     ops_sha256: str | None = None  # sha256 of every encoded op and END: makes the header (the checkpoint id) name the whole delta
+    version: int = VERSION  # the format version the delta needs (``format_version``); also in the preamble
 
     def to_json(self) -> bytes:
         obj = {
-            "format": VERSION,
+            "format": self.version,
             "kind": self.kind,
             "source": {"size": self.source_size, "sha256": self.source_sha256},
             "target": {"size": self.target_size, "sha256": self.target_sha256},
@@ -169,7 +180,7 @@ class Header:
             obj = json.loads(raw, parse_constant=_reject_constant)
             if not isinstance(obj, dict):
                 raise CorruptDeltaError("delta header is not a JSON object")
-            if obj.get("format") not in READABLE_VERSIONS:
+            if type(obj.get("format")) is not int or obj["format"] not in READABLE_VERSIONS:
                 raise CorruptDeltaError(f"delta header format {obj.get('format')!r} is not supported (this Edge reads "
                                         f"{', '.join(map(str, sorted(READABLE_VERSIONS)))})")
             return cls(
@@ -184,6 +195,7 @@ class Header:
                 generator=str(obj.get("generator", "")),
                 stats=_dict(obj.get("stats") or {}, "stats"),
                 ops_sha256=None if obj.get("ops_sha256") is None else _hex(obj["ops_sha256"], "ops_sha256"),
+                version=obj["format"],
             )
         except CorruptDeltaError:
             raise
@@ -282,10 +294,16 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
+def format_version(ops: list[Op]) -> int:
+    """The oldest format version that holds ``ops``, so devices with an older Edge still take every
+    delta that does not need the newer op (2 when no patch refers to the target)."""
+    return 3 if any(isinstance(op, Patch) and op.targets for op in ops) else 2
+
+
 def encode_preamble(header: Header, sample: bytes | None) -> bytes:
     raw = header.to_json()
     sample = sample or b""
-    return PREAMBLE.pack(MAGIC, VERSION, len(raw)) + raw + struct.pack("<I", len(sample)) + sample
+    return PREAMBLE.pack(MAGIC, header.version, len(raw)) + raw + struct.pack("<I", len(sample)) + sample
 
 
 def pack_flags(flags: tuple[int, ...]) -> bytes:
@@ -317,6 +335,10 @@ def encode_op(op: Op) -> bytes:
                   varint(len(op.patch)), op.patch, varint(op.length), op.sha256]
         return b"".join(parts)
     if isinstance(op, Patch):
+        if op.targets:
+            refs = varint(len(op.targets)) + b"".join(varint(o) + varint(n) for o, n in op.targets)
+            return (bytes([OP_PATCH_TARGET]) + varint(op.src) + varint(op.src_len) + refs + varint(op.length)
+                    + bytes([op.encoding]) + varint(len(op.patch)) + op.patch + op.sha256)
         return (bytes([OP_PATCH]) + varint(op.src) + varint(op.src_len) + varint(op.length) + bytes([op.encoding])
                 + varint(len(op.patch)) + op.patch + op.sha256)
     raise TypeError(op)
@@ -333,6 +355,7 @@ class DeltaReader:
         self.stream = stream
         self.name = name
         self.pos = 0
+        self.version = VERSION  # set from the preamble: ops newer than the delta's version are refused
 
     def _err(self, what: str) -> CorruptDeltaError:
         return CorruptDeltaError(f"{self.name}: {what} (at byte {self.pos})")
@@ -380,6 +403,9 @@ class DeltaReader:
             raise self._err(f"header length {hlen} exceeds the limit of {MAX_HEADER}")
         header_raw = self.read_exact(hlen, "header")
         header = Header.from_json(header_raw)
+        if header.version != version:
+            raise self._err(f"the header says format {header.version}, the preamble {version}")
+        self.version = version
         (slen,) = struct.unpack("<I", self.read_exact(4, "sample length"))
         if slen > MAX_SAMPLE:
             raise self._err(f"sample length {slen} exceeds the limit of {MAX_SAMPLE}")
@@ -425,15 +451,28 @@ class DeltaReader:
             length = self.capped("target length", MAX_OP_CONTENT + MAX_OP_CONTENT // 4096 * 2 + 2)
             digest = self.read_exact(32, "op hash")
             return Blocks(mode, tuple(sources), content_len, flags, enc, patch, length, digest)
-        if kind == OP_PATCH:
+        if kind == OP_PATCH or (kind == OP_PATCH_TARGET and self.version >= 3):
             src = self.varint("patch source")
             src_len = self.capped("patch source length", MAX_OP_REFERENCE)
+            targets: list[tuple[int, int]] = []
+            if kind == OP_PATCH_TARGET:
+                count = self.capped("patch target extent count", MAX_TARGET_EXTENTS)
+                if count == 0:
+                    raise self._err("a target-referencing patch names no target extent")
+                reference = src_len
+                for _ in range(count):
+                    offset = self.varint("patch target extent offset")
+                    n = self.capped("patch target extent length", MAX_OP_REFERENCE)
+                    reference += n
+                    if reference > MAX_OP_REFERENCE:
+                        raise self._err(f"patch reference of {reference} bytes exceeds the limit of {MAX_OP_REFERENCE}")
+                    targets.append((offset, n))
             length = self.capped("patch target length", MAX_OP_CONTENT)
             enc = self.read_exact(1, "patch encoding")[0]
             if enc not in PATCH_ENCODINGS:
                 raise self._err(f"patch encoding {enc} is unknown")
             patch = self.read_exact(self.capped("patch length", MAX_PATCH), "patch")
-            return Patch(src, src_len, length, enc, patch, self.read_exact(32, "op hash"))
+            return Patch(src, src_len, length, enc, patch, self.read_exact(32, "op hash"), tuple(targets))
         raise self._err(f"unknown op type {kind}")
 
 

@@ -15,6 +15,14 @@ What is left becomes byte-level patches: zstd with a window of the source
 around the same position (shifted by the offset of the last copy) as a
 raw-content dictionary, which finds edited content within the window the way
 xdelta3 does.
+
+New content often repeats other new content (a package's files listed again
+in its dpkg file lists, a file shipped twice), which no window of the source
+holds. So each patch's reference may also take extents of the *target* that
+earlier patches wrote: the same anchored fingerprints, taken over the patched
+stretches in target order, show which earlier stretches share content with
+this one, and the part of each that does (plus a margin) is added, most shared
+first, up to ``TARGET_WINDOW`` (format 3's ``OP_PATCH_TARGET``).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from .format import MAX_OP_REFERENCE, MAX_TARGET_EXTENTS
 from .squashfs_plan import DraftCopy, DraftZero
 
 BLOCK = 4096
@@ -34,6 +43,9 @@ SAMPLES = 16
 MAX_CONTENT = 4 << 20  # target bytes per patch (format.MAX_OP_CONTENT)
 MAX_REFERENCE = 8 << 20  # source bytes a patch may use as its dictionary (device memory; format.MAX_OP_REFERENCE)
 MIN_PAD = 256 << 10  # source bytes each side of a patch's position it may refer to, at least
+TARGET_WINDOW = 4 << 20  # earlier-written target bytes a patch may add to its reference
+TARGET_MIN_HITS = 4  # fingerprints an earlier stretch must share with a patch to be referred to
+TARGET_MARGIN = 64 << 10  # bytes taken each side of the shared fingerprints of an earlier stretch
 
 _ZERO = bytes(BLOCK)
 
@@ -44,6 +56,7 @@ class DraftPatch:
     length: int
     src: int
     src_len: int
+    targets: tuple[tuple[int, int], ...] = ()  # earlier target extents added to the reference
 
 
 def _digest(block: bytes) -> bytes:
@@ -184,4 +197,46 @@ def plan(source_fd: int, source_size: int, target_fd: int, target_size: int) -> 
             gap_start = pos
         pos = _next_match(target_fd, target_size, pos + 1, index)
     close_gap(target_size)
+    _refer_to_target(drafts, target_fd, index.anchor)
     return drafts
+
+
+def _fingerprints(data: bytes, anchor: bytes) -> dict[bytes, int]:
+    """Each distinct fingerprint of ``data`` (as the source index takes them) -> its first offset."""
+    out: dict[bytes, int] = {}
+    p = data.find(anchor)
+    while 0 <= p <= len(data) - KEY:
+        key = data[p : p + KEY]
+        if key not in out and len(set(key)) >= MIN_DISTINCT:
+            out[key] = p
+        p = data.find(anchor, p + 1)
+    return out
+
+
+def _refer_to_target(drafts: list, target_fd: int, anchor: bytes) -> None:
+    """Give each patch the earlier patched target extents that share its content (module docstring)."""
+    seen: dict[bytes, tuple[int, int]] = {}  # fingerprint -> (stretch number, target offset) where it first appeared
+    stretches: list[DraftPatch] = []
+    for draft in drafts:
+        if not isinstance(draft, DraftPatch):
+            continue
+        keys = _fingerprints(os.pread(target_fd, draft.length, draft.offset), anchor)
+        shared: dict[int, list[int]] = {}
+        for key in keys:
+            hit = seen.get(key)
+            if hit is not None:
+                shared.setdefault(hit[0], []).append(hit[1])
+        room = min(TARGET_WINDOW, MAX_OP_REFERENCE - draft.src_len)
+        extents = []
+        for number, offsets in sorted(shared.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            if len(offsets) < TARGET_MIN_HITS or room <= 0 or len(extents) == MAX_TARGET_EXTENTS:
+                break
+            earlier = stretches[number]
+            lo = max(earlier.offset, min(offsets) - TARGET_MARGIN)
+            hi = min(earlier.offset + earlier.length, max(offsets) + KEY + TARGET_MARGIN, lo + room)
+            extents.append((lo, hi - lo))
+            room -= hi - lo
+        draft.targets = tuple(sorted(extents))
+        for key, p in keys.items():
+            seen.setdefault(key, (len(stretches), draft.offset + p))
+        stretches.append(draft)

@@ -162,9 +162,12 @@ class _Encoder:
         if isinstance(draft, DraftPatch):
             data = self.tgt(draft.offset, draft.length)
             ref = self.src(draft.src, draft.src_len) if draft.src_len else b""
+            if draft.targets:
+                ref = b"".join([ref, *(self.tgt(o, n) for o, n in draft.targets)])
             enc, packed = make_patch(data, ref, self.level)
-            op = Patch(draft.src, draft.src_len if uses_reference(enc) else 0, draft.length, enc, packed,
-                       hashlib.sha256(data).digest())
+            used = uses_reference(enc)
+            op = Patch(draft.src, draft.src_len if used else 0, draft.length, enc, packed,
+                       hashlib.sha256(data).digest(), draft.targets if used else ())
             alt = self.literal(data)
             return [op] if len(dfmt.encode_op(op)) < sum(len(dfmt.encode_op(o)) for o in alt) else alt
         if isinstance(draft, DraftBlocks):
@@ -334,6 +337,7 @@ def make_delta(
             sample_sha256=hashlib.sha256(codec.compress(sample)).hexdigest() if codec is not None and sample else None,
             generator=f"edge {__version__}",
             ops_sha256=ops_hash.hexdigest(),
+            version=dfmt.format_version(ops),
         )
         result = MakeResult(out, 0, kind, codec.impl_version if codec else None, ssize, tsize,
                             header.source_sha256, header.target_sha256, unreproducible_blocks=enc.unreproducible,

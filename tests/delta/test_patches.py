@@ -157,9 +157,9 @@ def test_reader_accepts_bsdiff_and_version_1_deltas_and_refuses_unknown_encoding
     bad[bad.index(dfmt.ENC_BSDIFF, 3)] = 9
     with pytest.raises(CorruptDeltaError, match="patch encoding 9 is unknown"):
         dfmt.DeltaReader(io.BytesIO(bytes(bad)), "d").op()
-    header = dfmt.Header("generic", 1, "0" * 64, 1, "1" * 64, 0)
+    header = dfmt.Header("generic", 1, "0" * 64, 1, "1" * 64, 0, version=2)
     pre = dfmt.encode_preamble(header, None)
-    assert struct.unpack("<I", pre[8:12])[0] == dfmt.VERSION == 2
+    assert struct.unpack("<I", pre[8:12])[0] == 2
     v1 = pre[:8] + struct.pack("<I", 1) + pre[12:]
     v1 = v1.replace(b'"format":2', b'"format":1')
     hdr, _, _ = dfmt.DeltaReader(io.BytesIO(v1), "d").preamble()
@@ -198,3 +198,57 @@ def test_content_with_long_zero_runs_does_not_reach_bsdiff(monkeypatch):
     data = rnd.randbytes(128 << 10) + bytes(4 << 20)
     enc, payload = patches.make_patch(data, ref, 19)
     assert enc == dfmt.ENC_ZSTD_DICT and read_patch(enc, payload, len(data), ref) == data
+
+
+def _preamble(version: int) -> bytes:
+    return dfmt.encode_preamble(dfmt.Header("generic", 1, "0" * 64, 1, "1" * 64, 1, version=version), None)
+
+
+def test_target_referencing_patches_need_format_3():
+    """A patch op with target extents (op 6) reads back as written from a format-3 delta; a format-2
+    delta cannot hold one (an older Edge would not know it), and the generator writes format 2
+    whenever no op needs 3, so older devices keep taking those deltas."""
+    import io
+
+    op = dfmt.Patch(7, 100, 50, dfmt.ENC_ZSTD_DICT, b"frame", bytes(32), ((0, 10), (4096, 300)))
+    assert dfmt.encode_op(op)[0] == dfmt.OP_PATCH_TARGET and op.reference_len == 410
+    reader = dfmt.DeltaReader(io.BytesIO(_preamble(3) + dfmt.encode_op(op)), "d")
+    assert reader.preamble()[0].version == 3 and reader.op() == op
+    reader = dfmt.DeltaReader(io.BytesIO(_preamble(2) + dfmt.encode_op(op)), "d")
+    reader.preamble()
+    with pytest.raises(CorruptDeltaError, match="unknown op type 6"):
+        reader.op()
+    plain = dfmt.Patch(7, 100, 50, dfmt.ENC_ZSTD_DICT, b"frame", bytes(32))
+    assert dfmt.format_version([plain, dfmt.Copy(0, 5)]) == 2 and dfmt.format_version([plain, op]) == 3
+    mixed = _preamble(3)[:8] + struct.pack("<I", 2) + _preamble(3)[12:]
+    with pytest.raises(CorruptDeltaError, match="header says format 3, the preamble 2"):
+        dfmt.DeltaReader(io.BytesIO(mixed), "d").preamble()
+
+
+@pytest.mark.parametrize("targets, message", [
+    ((), "names no target extent"),
+    (((0, dfmt.MAX_OP_REFERENCE - 99),), "patch reference of .* exceeds the limit"),
+    (tuple((i, 1) for i in range(dfmt.MAX_TARGET_EXTENTS + 1)), "extent count 65 exceeds the limit of 64"),
+])
+def test_hostile_target_extents_are_refused_before_anything_is_read(targets, message):
+    import io
+
+    raw = (bytes([dfmt.OP_PATCH_TARGET]) + dfmt.varint(0) + dfmt.varint(100) + dfmt.varint(len(targets))
+           + b"".join(dfmt.varint(o) + dfmt.varint(n) for o, n in targets) + dfmt.varint(5) + bytes([dfmt.ENC_ZSTD_DICT])
+           + dfmt.varint(1) + b"x" + bytes(32))
+    reader = dfmt.DeltaReader(io.BytesIO(_preamble(3) + raw), "d")
+    reader.preamble()
+    with pytest.raises(CorruptDeltaError, match=message):
+        reader.op()
+
+
+@settings(max_examples=200, deadline=None)
+@given(src=st.integers(0, 1 << 40), src_len=st.integers(0, 1 << 20), length=st.integers(0, dfmt.MAX_OP_CONTENT),
+       enc=st.sampled_from(dfmt.PATCH_ENCODINGS), patch=st.binary(max_size=64),
+       targets=st.lists(st.tuples(st.integers(0, 1 << 40), st.integers(0, 1 << 20)), max_size=8))
+def test_patch_ops_round_trip_through_the_reader(src, src_len, length, enc, patch, targets):
+    import io
+
+    op = dfmt.Patch(src, src_len, length, enc, patch, bytes(range(32)), tuple(targets))
+    reader = dfmt.DeltaReader(io.BytesIO(dfmt.encode_op(op) + dfmt.END), "d")
+    assert reader.op() == op and reader.op() is None

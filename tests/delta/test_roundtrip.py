@@ -123,6 +123,110 @@ def test_non_squashfs_content_moved_far_at_an_odd_offset(tmp_path):
     assert size < (1 << 20) + 64_000, "moved content was sent again instead of copied"
 
 
+def _delta_format(delta: str) -> int:
+    import json
+
+    return json.loads(run_edge("delta", "info", delta, "--json").stdout)["format"]
+
+
+@pytest.mark.parametrize("first_at", ["start", "middle"])
+def test_non_squashfs_new_content_repeated_is_sent_once(tmp_path, first_at):
+    """New content that appears twice in the target (in no source window) travels once: the second
+    patch refers to the target bytes the first one wrote, also when they sit in the held-back head."""
+    import random
+
+    rnd = random.Random(11)
+    a = rnd.randbytes(6 << 20)
+    blob = rnd.randbytes(300_000)  # new, incompressible
+    if first_at == "start":
+        b = blob + a[: 3 << 20] + blob + a[3 << 20 :]
+    else:
+        b = a[: 1 << 20] + blob + a[1 << 20 : 5 << 20] + blob + a[5 << 20 :]
+    (tmp_path / "a.bin").write_bytes(a)
+    (tmp_path / "b.bin").write_bytes(b)
+    size, result = roundtrip(str(tmp_path), str(tmp_path / "a.bin"), str(tmp_path / "b.bin"))
+    assert result.kind == "generic" and size < 1.2 * len(blob), "the repeated new content was sent twice"
+    assert _delta_format(str(tmp_path / "d.delta")) == 3
+
+
+def test_a_delta_without_target_references_stays_format_2(tmp_path):
+    """Devices with an older Edge (format 2) still take every delta that does not need format 3."""
+    import random
+
+    rnd = random.Random(12)
+    a = rnd.randbytes(1 << 20)
+    (tmp_path / "a.bin").write_bytes(a)
+    (tmp_path / "b.bin").write_bytes(a[:500_000] + b"changed" + a[500_000:])
+    roundtrip(str(tmp_path), str(tmp_path / "a.bin"), str(tmp_path / "b.bin"))
+    assert _delta_format(str(tmp_path / "d.delta")) == 2
+
+
+def test_a_resumed_apply_refers_to_target_bytes_written_before_the_interruption(tmp_path):
+    import random
+
+    rnd = random.Random(13)
+    a = rnd.randbytes(6 << 20)
+    blob = rnd.randbytes(400_000)
+    b = a[: 1 << 20] + blob + a[1 << 20 : 5 << 20] + blob + a[5 << 20 :]
+    (tmp_path / "a.bin").write_bytes(a)
+    (tmp_path / "b.bin").write_bytes(b)
+    delta, target, state = str(tmp_path / "d.delta"), str(tmp_path / "t.bin"), str(tmp_path / "s.json")
+    make_delta(str(tmp_path / "a.bin"), str(tmp_path / "b.bin"), delta)
+    assert _delta_format(delta) == 3
+
+    class Die(Exception):
+        pass
+
+    def die_past_the_first_blob(st):
+        if st["target_pos"] >= (1 << 20) + len(blob):
+            raise Die
+
+    with pytest.raises(Die):
+        apply_delta(str(tmp_path / "a.bin"), delta, target, state_path=state, checkpoint_bytes=64 << 10,
+                    on_checkpoint=die_past_the_first_blob)
+    done = apply_delta(str(tmp_path / "a.bin"), delta, target, state_path=state, checkpoint_bytes=64 << 10)
+    assert done.resumed_at_op is not None and done.resumed_at_pos < 5 << 20
+    assert open(target, "rb").read() == b
+
+
+def test_a_patch_referring_to_target_bytes_not_yet_written_is_refused(tmp_path):
+    import hashlib
+
+    from edge.delta import CorruptDeltaError
+    from edge.delta import format as dfmt
+
+    (tmp_path / "a.bin").write_bytes(b"a" * 1000)
+    content = b"b" * 1000
+    op = dfmt.Patch(0, 1000, 1000, dfmt.ENC_RAW, content, hashlib.sha256(content).digest(), ((0, 500),))
+    header = dfmt.Header("generic", 1000, hashlib.sha256(b"a" * 1000).hexdigest(), 1000,
+                         hashlib.sha256(content).hexdigest(), 1, version=3)
+    (tmp_path / "d.delta").write_bytes(dfmt.encode_preamble(header, None) + dfmt.encode_op(op) + dfmt.END)
+    with pytest.raises(CorruptDeltaError, match="refers to target bytes 0..500, not written before it"):
+        apply_delta(str(tmp_path / "a.bin"), str(tmp_path / "d.delta"), str(tmp_path / "t.bin"))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000),
+       layout=st.lists(st.one_of(st.tuples(st.just("src"), st.integers(0, 15), st.integers(1, 64)),
+                                 st.tuples(st.just("new"), st.integers(0, 2), st.integers(1, 64))), min_size=1, max_size=10))
+def test_random_pairs_with_repeated_new_content(tmp_path_factory, seed, layout):
+    """Targets made of source pieces and a few new pieces that repeat (whole or cut, in any order):
+    byte-identical after the apply, whichever earlier target bytes the patches refer to."""
+    import random
+
+    rnd = random.Random(seed)
+    a = bytes(rnd.randbytes(1 << 20))
+    news = [rnd.randbytes(64 << 10) for _ in range(3)]
+    b = bytearray()
+    for kind, which, kib in layout:
+        piece = a[which << 16 :] if kind == "src" else news[which]
+        b += piece[: kib << 10]
+    tmp = tmp_path_factory.mktemp("repeat")
+    (tmp / "a").write_bytes(a)
+    (tmp / "b").write_bytes(bytes(b))
+    roundtrip(str(tmp), str(tmp / "a"), str(tmp / "b"))
+
+
 _BLOCKS = [bytes([i + 1]) * 7 + os.urandom(4089) for i in range(6)]
 
 
