@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -16,6 +17,7 @@ from edge.delta import (
     DeltaError,
     SourceMismatchError,
     apply_delta,
+    make_delta,
 )
 from edge.delta import format as dfmt
 from tests.delta.helpers import base_entries, write
@@ -155,3 +157,49 @@ def test_missing_inputs_are_input_errors(tmp_path, pair):
                  ("apply", old, missing, "-o", str(tmp_path / "o")), ("info", missing)):
         r = run_edge("delta", *args, check=False)
         assert r.returncode == 3 and r.stderr.strip() == f"edge: error: {missing}: No such file or directory", (args, r.stderr)
+
+
+@pytest.fixture(scope="module")
+def target_referencing_pair(tmp_path_factory):
+    """(old file, new file, delta path, delta bytes): a generic format-3 delta in which new content
+    repeats, so patches refer to target bytes written before them (the first 4 KiB among them)."""
+    import random
+
+    tmp = tmp_path_factory.mktemp("tref")
+    rnd = random.Random(21)
+    a = rnd.randbytes(1 << 20)
+    blob = rnd.randbytes(96 << 10)
+    (tmp / "a").write_bytes(a)
+    (tmp / "b").write_bytes(blob + a[: 600_000] + blob + a[600_000 :] + blob[:50_000])
+    delta = str(tmp / "d.delta")
+    make_delta(str(tmp / "a"), str(tmp / "b"), delta)
+    raw = open(delta, "rb").read()
+    assert dfmt.OP_PATCH_TARGET in raw and raw[8] == 3  # (checked properly below, through the reader)
+    return str(tmp / "a"), str(tmp / "b"), delta, raw
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_bit_flips_in_target_references_never_yield_a_wrong_image(tmp_path_factory, target_referencing_pair, data):
+    old, new, _, raw = target_referencing_pair
+    reader = dfmt.DeltaReader(io.BytesIO(raw), "d")
+    reader.preamble()
+    ops_at = reader.pos
+    heads = []  # where each target-referencing op's fields (extents among them) are encoded
+    while True:
+        at = reader.pos
+        op = reader.op()
+        if op is None:
+            break
+        if isinstance(op, dfmt.Patch) and op.targets:
+            heads.append((at, at + 1 + 8 * (2 + 2 * len(op.targets))))
+    assert heads, "the fixture made no target-referencing patch"
+    mutant = bytearray(raw)
+    for _ in range(data.draw(st.integers(1, 3))):
+        if data.draw(st.booleans()):  # half the flips land in those fields
+            lo, hi = data.draw(st.sampled_from(heads))
+            pos = data.draw(st.integers(lo, min(hi, len(raw)) - 1))
+        else:
+            pos = data.draw(st.integers(ops_at, len(raw) - 1))
+        mutant[pos] ^= 1 << data.draw(st.integers(0, 7))
+    _outcome(old, new, bytes(mutant), str(tmp_path_factory.mktemp("tflip")))
