@@ -149,6 +149,33 @@ def test_non_squashfs_new_content_repeated_is_sent_once(tmp_path, first_at):
     assert _delta_format(str(tmp_path / "d.delta")) == 3
 
 
+def test_target_references_read_back_from_a_block_device(tmp_path):
+    """The inactive slot as a real block device (a loop device): the bytes a patch refers to are read
+    back through it, the held-back first 4 KiB from memory, and the slot ends up holding the new file."""
+    import random
+    import subprocess
+
+    rnd = random.Random(14)
+    a = rnd.randbytes(2 << 20)
+    blob = rnd.randbytes(200_000)
+    b = blob + a[: 1 << 20] + blob + a[1 << 20 :]
+    (tmp_path / "a.bin").write_bytes(a)
+    (tmp_path / "b.bin").write_bytes(b)
+    delta = str(tmp_path / "d.delta")
+    make_delta(str(tmp_path / "a.bin"), str(tmp_path / "b.bin"), delta)
+    assert _delta_format(delta) == 3
+    backing = tmp_path / "slot-b.img"
+    backing.write_bytes(b"\xa5" * (len(b) + (1 << 20)))  # stale bytes where nothing was written yet
+    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    try:
+        apply_delta(str(tmp_path / "a.bin"), delta, dev, state_path=str(tmp_path / "state"))
+        with open(dev, "rb") as fh:
+            assert fh.read(len(b)) == b
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
 def test_a_delta_without_target_references_stays_format_2(tmp_path):
     """Devices with an older Edge (format 2) still take every delta that does not need format 3."""
     import random
