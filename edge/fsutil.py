@@ -72,6 +72,17 @@ def sha256_prefix(fd: int, size: int, head: bytes = b"") -> str:
     return h.hexdigest()
 
 
+def pread_into(fd: int, buf: memoryview, pos: int) -> None:
+    """Fill ``buf`` with the bytes of ``fd`` at ``pos``; ShortFileError (at the byte where it ended)
+    when ``fd`` ends first."""
+    got = 0
+    while got < len(buf):
+        n = os.preadv(fd, [buf[got:]], pos + got)
+        if n == 0:
+            raise ShortFileError(pos + got)
+        got += n
+
+
 def pwrite_all(fd: int, data: bytes | memoryview, pos: int) -> None:
     """Write all of ``data`` at ``pos`` (pwrite may write less than asked)."""
     view = memoryview(data)
@@ -104,12 +115,7 @@ class HeldBackWriter:
     def read_into(self, pos: int, buf: memoryview) -> None:
         """Fill ``buf`` with the image's bytes at ``pos`` as written so far (held-back head included);
         ShortFileError when the target ends before them."""
-        got = 0
-        while got < len(buf):
-            n = os.preadv(self.fd, [buf[got:]], pos + got)
-            if n == 0:
-                raise ShortFileError(pos + got)
-            got += n
+        pread_into(self.fd, buf, pos)
         if pos < len(self.head):
             n = min(len(buf), len(self.head) - pos)
             buf[:n] = self.head[pos : pos + n]

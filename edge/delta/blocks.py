@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from edge.fsutil import ShortFileError, pread_into
 from edge.squashfs import format as sqfmt
 from edge.squashfs.compressors import Codec, CodecError
 
@@ -52,12 +53,10 @@ class FdPread:
 
     def into(self, offset: int, buf: memoryview) -> memoryview:
         self._check(offset, len(buf))
-        got = 0
-        while got < len(buf):
-            n = os.preadv(self.fd, [buf[got:]], offset + got)
-            if n == 0:
-                raise SourceMismatchError(f"{self.name} ended early at byte {offset + got}")
-            got += n
+        try:
+            pread_into(self.fd, buf, offset)
+        except ShortFileError as exc:
+            raise SourceMismatchError(f"{self.name} ended early at byte {exc.pos}") from None
         return buf
 
 
