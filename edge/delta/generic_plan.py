@@ -104,10 +104,8 @@ def index_source(fd: int, size: int) -> SourceIndex:
             if digest in index.strong:
                 continue
             index.strong[digest] = pos + i
-            j = block.find(anchor)
-            while 0 <= j <= BLOCK - KEY and len(set(block[j : j + KEY])) < MIN_DISTINCT:
-                j = block.find(anchor, j + 1)  # runs of one or two byte values would match everywhere
-            if 0 <= j <= BLOCK - KEY:
+            j = _next_fingerprint(block, anchor, 0)
+            if j >= 0:
                 index.keys.setdefault(block[j : j + KEY], (pos + i, digest, j))
         pos += len(chunk)
     return index
@@ -201,15 +199,25 @@ def plan(source_fd: int, source_size: int, target_fd: int, target_size: int) -> 
     return drafts
 
 
+def _next_fingerprint(data: bytes, anchor: bytes, start: int) -> int:
+    """The first offset >= ``start`` where a fingerprint of ``data`` begins (an anchor byte followed by
+    ``KEY`` bytes of at least ``MIN_DISTINCT`` values: runs of one or two byte values would match
+    everywhere), or -1."""
+    p = data.find(anchor, start)
+    while 0 <= p <= len(data) - KEY:
+        if len(set(data[p : p + KEY])) >= MIN_DISTINCT:
+            return p
+        p = data.find(anchor, p + 1)
+    return -1
+
+
 def _fingerprints(data: bytes, anchor: bytes) -> dict[bytes, int]:
     """Each distinct fingerprint of ``data`` (as the source index takes them) -> its first offset."""
     out: dict[bytes, int] = {}
-    p = data.find(anchor)
-    while 0 <= p <= len(data) - KEY:
-        key = data[p : p + KEY]
-        if key not in out and len(set(key)) >= MIN_DISTINCT:
-            out[key] = p
-        p = data.find(anchor, p + 1)
+    p = _next_fingerprint(data, anchor, 0)
+    while p >= 0:
+        out.setdefault(data[p : p + KEY], p)
+        p = _next_fingerprint(data, anchor, p + 1)
     return out
 
 

@@ -242,7 +242,7 @@ def test_random_pairs_with_repeated_new_content(tmp_path_factory, seed, layout):
     import random
 
     rnd = random.Random(seed)
-    a = bytes(rnd.randbytes(1 << 20))
+    a = rnd.randbytes(1 << 20)
     news = [rnd.randbytes(64 << 10) for _ in range(3)]
     b = bytearray()
     for kind, which, kib in layout:
