@@ -79,10 +79,15 @@ def test_non_squashfs_files(tmp_path):
     assert result.kind == "generic" and size < 60_000
 
 
-def _encodings(delta: str) -> dict:
+def _info(delta: str) -> dict:
+    """What `edge delta info --json` says of ``delta``."""
     import json
 
-    return json.loads(run_edge("delta", "info", delta, "--json").stdout)["patch_encodings"]
+    return json.loads(run_edge("delta", "info", delta, "--json").stdout)
+
+
+def _encodings(delta: str) -> dict:
+    return _info(delta)["patch_encodings"]
 
 
 @pytest.mark.parametrize("comp,level", [("zstd", 19), ("xz", None)])
@@ -124,9 +129,7 @@ def test_non_squashfs_content_moved_far_at_an_odd_offset(tmp_path):
 
 
 def _delta_format(delta: str) -> int:
-    import json
-
-    return json.loads(run_edge("delta", "info", delta, "--json").stdout)["format"]
+    return _info(delta)["format"]
 
 
 @pytest.mark.parametrize("first_at", ["start", "middle"])
