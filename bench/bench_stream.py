@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,16 +74,19 @@ def streamed(cmd: list[str], out: Path, new: Path, runs: int) -> tuple[float, bo
     return wall, all(matches)
 
 
-def sequential_floor(delta: Path, link: float, rebuild_rate: float) -> dict:
-    """The smallest ``bytes / link + rebuild seconds`` over every choice of BLOCKS ops shipped or rebuilt.
+@dataclass(frozen=True)
+class OpCost:
+    """One op of a delta as the sequential formula sees it: its bytes, and for a BLOCKS op with
+    compressed blocks the plain bytes the device rebuilds and its bytes if shipped compressed instead."""
 
-    Separable: an op is shipped exactly when its extra bytes cost less link time than its rebuild.
-    Patch sizes are Edge's own, so this is the floor for deltas of Edge's content efficiency;
-    rebuild is charged at the measured rate, other apply work (hashing, writing, interpreter
-    start) at zero.
-    """
-    base = 0
-    seconds = 0.0
+    size: int
+    plain: int = 0
+    shipped: int = 0
+
+
+def delta_costs(delta: Path) -> tuple[int, list[OpCost]]:
+    """The delta's bytes before its first op, and every op's cost."""
+    costs: list[OpCost] = []
     with open(delta, "rb") as fh:
         reader = dfmt.DeltaReader(fh, str(delta))
         reader.preamble()
@@ -94,10 +98,29 @@ def sequential_floor(delta: Path, link: float, rebuild_rate: float) -> dict:
                 break
             size = reader.pos - before
             if isinstance(op, dfmt.Blocks) and dfmt.BLOCK_COMPRESSED in op.flags:
-                seconds += min(size / link + op.content_len / rebuild_rate, op.length / link)
+                costs.append(OpCost(size, op.content_len, op.length))
             else:
-                seconds += size / link
-    return {"seconds": seconds + base / link, "rebuild_rate": rebuild_rate}
+                costs.append(OpCost(size))
+    return base, costs
+
+
+def floor_seconds(base: int, costs: list[OpCost], link: float, rebuild_rate: float) -> float:
+    """The smallest ``bytes / link + rebuild seconds`` over every choice of BLOCKS ops shipped or rebuilt.
+
+    Separable: an op is shipped exactly when its extra bytes cost less link time than its rebuild.
+    Patch sizes are Edge's own, so this is the floor for deltas of Edge's content efficiency;
+    rebuild is charged at ``rebuild_rate``, other apply work (hashing, writing, interpreter
+    start) at zero.
+    """
+    seconds = base / link
+    for c in costs:
+        seconds += min(c.size / link + c.plain / rebuild_rate, c.shipped / link) if c.plain else c.size / link
+    return seconds
+
+
+def sequential_floor(delta: Path, link: float, rebuild_rate: float) -> dict:
+    """``floor_seconds`` of a delta file, with the rate it assumed."""
+    return {"seconds": floor_seconds(*delta_costs(delta), link, rebuild_rate), "rebuild_rate": rebuild_rate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,57 @@
+"""The sequential-formula floor the delta benchmarks report (bench/bench_stream.py, bench/bench_rebuild.py)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.bench_rebuild import RATE_HI, RATE_LO, rate_needed
+from bench.bench_stream import OpCost, floor_seconds
+
+LINK = 1e6
+
+ops = st.lists(
+    st.one_of(
+        st.builds(OpCost, st.integers(1, 10**6)),  # copy, literal, patch: only downloaded
+        st.builds(OpCost, st.integers(1, 10**6), st.integers(1, 10**7), st.integers(1, 10**6)),  # blocks
+    ),
+    max_size=30,
+)
+
+
+def _every_choice(base: int, costs: list[OpCost], rate: float) -> float:
+    """The formula for every subset of BLOCKS ops shipped, the smallest one (brute force)."""
+    blocks = [i for i, c in enumerate(costs) if c.plain]
+    best = float("inf")
+    for mask in range(1 << len(blocks)):
+        shipped = {blocks[j] for j in range(len(blocks)) if mask >> j & 1}
+        total = base / LINK
+        for i, c in enumerate(costs):
+            total += c.shipped / LINK if i in shipped else c.size / LINK + c.plain / rate
+        best = min(best, total)
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=st.integers(0, 1000), costs=ops.filter(lambda cs: sum(1 for c in cs if c.plain) <= 8),
+       rate=st.floats(1e5, 1e9))
+def test_floor_is_the_best_choice_of_shipped_and_rebuilt_ops(base: int, costs: list[OpCost], rate: float) -> None:
+    assert abs(floor_seconds(base, costs, LINK, rate) - _every_choice(base, costs, rate)) < 1e-6
+
+
+def test_floor_ships_an_op_only_when_that_is_faster() -> None:
+    slow = OpCost(size=100_000, plain=10_000_000, shipped=3_000_000)  # 0.1 s + 10 s rebuilt, 3 s shipped
+    assert floor_seconds(0, [slow], LINK, 1e6) == 3.0
+    assert floor_seconds(0, [slow], LINK, 1e8) == 0.1 + 0.1
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=st.integers(0, 1000), costs=ops, budget=st.floats(0.01, 100))
+def test_rate_needed_is_the_lowest_rate_that_fits(base: int, costs: list[OpCost], budget: float) -> None:
+    rate = rate_needed(base, costs, LINK, budget)
+    if rate is None:
+        assert floor_seconds(base, costs, LINK, RATE_HI) > budget
+        return
+    assert floor_seconds(base, costs, LINK, rate) <= budget
+    if rate > RATE_LO:
+        assert floor_seconds(base, costs, LINK, rate * 0.999) > budget
