@@ -16,10 +16,12 @@ verifies them too); bundle signatures use the schemes in :mod:`signing.keys`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import re
 import warnings
+from collections.abc import Iterator
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -42,19 +44,27 @@ MALFORMED_CERTIFICATE: tuple[type[Exception], ...] = (
 )
 
 
-def parse_der_certificate(der: bytes) -> x509.Certificate:
-    """Load a DER certificate strictly: what cryptography only warns about (e.g. a serial
-    number that is not positive, which RFC 5280 forbids) is refused here.  Raises one of
-    :data:`MALFORMED_CERTIFICATE`."""
+@contextlib.contextmanager
+def strict_parsing() -> Iterator[None]:
+    """Within it, what cryptography only warns about while parsing a certificate (an RFC 5280
+    violation it still tolerates, e.g. a serial number that is not positive) raises instead, as a
+    :class:`CryptographyDeprecationWarning`, one of :data:`MALFORMED_CERTIFICATE`.  Extensions are
+    parsed on first access, so code that looks into certificates runs under it, not only loading."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", CryptographyDeprecationWarning)
+        yield
+
+
+def parse_der_certificate(der: bytes) -> x509.Certificate:
+    """Load a DER certificate strictly (see :func:`strict_parsing`).  Raises one of
+    :data:`MALFORMED_CERTIFICATE`."""
+    with strict_parsing():
         return x509.load_der_x509_certificate(der)
 
 
 def parse_pem_certificate(pem: bytes) -> x509.Certificate:
     """Like :func:`parse_der_certificate`, for one PEM block."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", CryptographyDeprecationWarning)
+    with strict_parsing():
         return x509.load_pem_x509_certificate(pem)
 SIGNING_CERT_DAYS = 2 * 365
 

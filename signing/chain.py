@@ -46,7 +46,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from .certs import MALFORMED_CERTIFICATE, common_name, describe, fingerprint, is_self_issued, key_identifier
+from .certs import (
+    MALFORMED_CERTIFICATE,
+    common_name,
+    describe,
+    fingerprint,
+    is_self_issued,
+    key_identifier,
+    strict_parsing,
+)
 from .errors import (
     CertificateRevokedError,
     CertificateTimeError,
@@ -119,7 +127,8 @@ def validate_signing_chain(
     if at.tzinfo is None:
         raise ValueError("validate_signing_chain needs a timezone-aware signing time")
     try:
-        return _validate(leaf, intermediates, keyring, at, crls, allowed_cns, max_length)
+        with strict_parsing():
+            return _validate(leaf, intermediates, keyring, at, crls, allowed_cns, max_length)
     except MALFORMED_CERTIFICATE as exc:  # lazily parsed fields of a damaged certificate
         raise UntrustedChainError(f"a certificate on the chain is malformed ({type(exc).__name__}: {exc})") from None
 

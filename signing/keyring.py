@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from .certs import MALFORMED_CERTIFICATE, describe, fingerprint, load_certificates
+from .certs import MALFORMED_CERTIFICATE, describe, fingerprint, load_certificates, strict_parsing
 from .errors import KeyFileError, RevocationListError
 
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
@@ -41,7 +41,8 @@ class Keyring:
         for n, cert in enumerate(certs):
             where = f"{name}: certificate {n + 1} ({describe(cert)})"
             try:
-                bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+                with strict_parsing():
+                    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
             except x509.ExtensionNotFound:
                 raise KeyFileError(f"{where} is not a CA certificate (no basicConstraints)") from None
             except MALFORMED_CERTIFICATE as exc:

@@ -236,3 +236,58 @@ def test_leaf_with_disallowed_key_is_refused(pki):
 def test_naive_time_is_a_programming_error(pki):
     with pytest.raises(ValueError):
         validate_signing_chain(pki.leaves["ed25519"].cert, [], pki.keyring(), at=NOW.replace(tzinfo=None))
+
+
+def _resigned(cert: x509.Certificate, tbs: bytes, issuer_key) -> x509.Certificate:
+    """``cert`` with its to-be-signed part replaced by ``tbs`` and signed again (Ed25519 issuer)."""
+    def tlv(tag: int, body: bytes) -> bytes:
+        n = len(body)
+        head = bytes([n]) if n < 128 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+        return bytes([tag]) + head + body
+    ed25519_algorithm = tlv(0x30, tlv(0x06, bytes([0x2B, 0x65, 0x70])))
+    return x509.load_der_x509_certificate(tlv(0x30, tbs + ed25519_algorithm + tlv(0x03, b"\x00" + issuer_key.sign(tbs))))
+
+
+def _with_negative_aki_serial(subject: str, issuer, key, *, ca: bool) -> tuple[x509.Certificate, x509.Certificate]:
+    """A certificate whose authority key identifier names ``issuer`` by serial number, signed by
+    ``issuer``'s key (Ed25519), and the same one with that serial made negative and signed again."""
+    serial = 0x7E11AE55
+    issuer_cert, issuer_key = issuer if isinstance(issuer, tuple) else (issuer.cert, issuer.key)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, subject)])
+    issuer_name = name if issuer_cert is None else issuer_cert.subject
+    issuer_public = issuer_key.public_key()
+    aki = x509.AuthorityKeyIdentifier(x509.SubjectKeyIdentifier.from_public_key(issuer_public).digest,
+                                      [x509.DirectoryName(issuer_name)], serial)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name).public_key(key.public_key())
+               .serial_number(9).not_valid_before(NOW - DAY).not_valid_after(NOW + DAY)
+               .add_extension(aki, critical=False)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+    good = builder.sign(issuer_key, None)
+    tbs = good.tbs_certificate_bytes
+    encoded = b"\x82\x04" + serial.to_bytes(4, "big")  # [2] authorityCertSerialNumber
+    assert tbs.count(encoded) == 1
+    bad = _resigned(good, tbs.replace(encoded, b"\x82\x04" + (serial | 1 << 31).to_bytes(4, "big")), issuer_key)
+    bad.verify_directly_issued_by(issuer_cert or bad)  # the signature is good: only the content is wrong
+    return good, bad
+
+
+def test_a_non_positive_serial_parsed_lazily_is_refused_without_a_warning(pki, recwarn):
+    """RFC 5280 forbids it and cryptography only warns when it parses the extension (lazily, after
+    loading): a properly signed certificate whose authority key identifier names the issuer by a
+    negative serial number is refused as malformed, and no warning reaches the user's terminal."""
+    good, leaf = _with_negative_aki_serial("odd-aki", pki.root, generate_private_key("ed25519"), ca=False)
+    validate_signing_chain(good, [], pki.keyring(), at=NOW)  # the same certificate with a positive serial is fine
+    with pytest.raises(UntrustedChainError, match=r"malformed .*serial number"):
+        validate_signing_chain(leaf, [], pki.keyring(), at=NOW)
+    assert not [w for w in recwarn if "serial number" in str(w.message)]
+
+
+def test_a_keyring_root_with_a_non_positive_serial_is_refused_without_a_warning(recwarn):
+    key = generate_private_key("ed25519")
+    good, root = _with_negative_aki_serial("odd-root", (None, key), key, ca=True)
+    assert Keyring.from_certificates([good]).roots == (good,)
+    with pytest.raises(KeyFileError, match=r"certificate 1 .* has malformed extensions .*serial number"):
+        Keyring.from_certificates([root], "keyring.pem")
+    assert not [w for w in recwarn if "serial number" in str(w.message)]
