@@ -1,0 +1,132 @@
+"""Damaged inputs at the command line: a one-line error, a typed exit code, no traceback or warning.
+
+The API-level tests check the exceptions; these run the real ``edge`` commands a user runs on a
+damaged squashfs image, delta and bundle (byte flips, truncation, extreme values, inserted bytes) and
+check what reaches the terminal.  An exit code of 70 is Edge's "internal error" (a bug).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import run_edge
+
+EXIT_INTERNAL = 70
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("damaged-inputs")
+    for name, extra in (("old", b""), ("new", b"a changed line\n" * 300)):
+        tree = d / f"tree-{name}"
+        (tree / "etc").mkdir(parents=True)
+        (tree / "etc" / "os-release").write_bytes(b"NAME=edge\n" + extra)
+        (tree / "usr" / "bin").mkdir(parents=True)
+        (tree / "usr" / "bin" / "tool").write_bytes(hashlib.sha256(name.encode()).digest() * 9000 + extra)
+        (tree / "usr" / "bin" / "same").write_bytes(bytes(range(256)) * 2000)
+        run_edge("squashfs", "create", str(tree), str(d / f"{name}.sqfs"), "--mtime", "1700000000")
+    run_edge("delta", "make", str(d / "old.sqfs"), str(d / "new.sqfs"), "-o", str(d / "p.delta"))
+    run_edge("keys", "ca", "init", str(d / "ca"))
+    run_edge("keys", "issue", "--ca", str(d / "ca"), "--name", "release", "-o", str(d / "keys"))
+    run_edge("bundle", "create", str(d / "new.sqfs"), "--key", str(d / "keys" / "release.key"),
+             "--cert", str(d / "keys" / "release.crt"), "--compatible", "edge,test", "--version", "1.0.0",
+             "--delta-from", str(d / "old.sqfs"), "--chunk-size", "4K", "-o", str(d / "b.edgeb"))
+    return {"dir": d, "old": d / "old.sqfs", "new": d / "new.sqfs", "delta": d / "p.delta", "bundle": d / "b.edgeb",
+            "root": d / "ca" / "root.crt"}
+
+
+KINDS = ("flip", "truncate", "overwrite", "insert")
+
+
+@st.composite
+def damage(draw: st.DrawFn, size: int, kind: str) -> tuple[str, int, bytes]:
+    """(kind, offset, bytes): flip bits at an offset, cut the file there, overwrite or insert bytes."""
+    offset = draw(st.integers(0, size - 1))
+    if kind == "flip":
+        return kind, offset, bytes([draw(st.integers(1, 255))])
+    if kind == "truncate":
+        return kind, offset, b""
+    if kind == "overwrite":
+        return kind, offset, draw(st.sampled_from([b"\xff" * 8, b"\x00" * 8, b"\x7f\xff\xff\xff", b"\x80\x00\x00\x00"]))
+    return kind, offset, draw(st.binary(min_size=1, max_size=64))
+
+
+def _damaged(original: bytes, how: tuple[str, int, bytes]) -> bytes:
+    kind, offset, data = how
+    out = bytearray(original)
+    if kind == "flip":
+        out[offset] ^= data[0]
+    elif kind == "truncate":
+        del out[offset:]
+    elif kind == "overwrite":
+        out[offset : offset + len(data)] = data
+    else:
+        out[offset:offset] = data
+    return bytes(out)
+
+
+def _check_output(args: list[str]) -> int:
+    result = run_edge(*args, check=False)
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
+    assert result.returncode != EXIT_INTERNAL, result.stderr
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("edge: error: "), result.stderr
+    return result.returncode
+
+
+SETTINGS = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _write(inputs: dict[str, Path], name: str, data: bytes) -> Path:
+    path = inputs["dir"] / f"damaged-{os.getpid()}-{name}"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@SETTINGS
+@given(data=st.data())
+def test_damaged_squashfs_image(inputs, kind, data):
+    original = inputs["new"].read_bytes()
+    image = _write(inputs, "image.sqfs", _damaged(original, data.draw(damage(len(original), kind))))
+    out = inputs["dir"] / f"extract-{os.getpid()}"
+    for args in (["squashfs", "info", str(image)], ["squashfs", "ls", "-l", str(image)],
+                 ["squashfs", "extract", str(image), str(out)]):
+        _check_output(args)
+    shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@SETTINGS
+@given(data=st.data())
+def test_damaged_delta(inputs, kind, data):
+    original = inputs["delta"].read_bytes()
+    delta = _write(inputs, "p.delta", _damaged(original, data.draw(damage(len(original), kind))))
+    target = inputs["dir"] / f"target-{os.getpid()}.img"
+    _check_output(["delta", "info", str(delta)])
+    code = _check_output(["delta", "apply", str(inputs["old"]), str(delta), "-o", str(target)])
+    if code == 0:  # only when the damage left the delta meaning the same thing
+        assert target.read_bytes() == inputs["new"].read_bytes()
+    target.unlink(missing_ok=True)
+    for leftover in inputs["dir"].glob(f"target-{os.getpid()}.img*"):
+        leftover.unlink()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@SETTINGS
+@given(data=st.data())
+def test_damaged_bundle(inputs, kind, data):
+    original = inputs["bundle"].read_bytes()
+    bundle = _write(inputs, "b.edgeb", _damaged(original, data.draw(damage(len(original), kind))))
+    _check_output(["bundle", "inspect", str(bundle)])
+    code = _check_output(["bundle", "verify", str(bundle), "--keyring", str(inputs["root"]), "--board", "edge,test"])
+    # a bundle is signed and hashed from its first byte to its last: any damage is refused
+    assert code != 0
