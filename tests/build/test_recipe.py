@@ -113,6 +113,8 @@ BASE = "name: demo\nversion: 1.0.0\nboards: [rpi4]\nsource: {dir: ./rootfs}\n"
     (BASE + "files:\n  - {path: /a, content: 'cost $5'}\n", 6, r"field 'files\[0\].content'.*a '\$' must start"),
     (BASE + "name: again\n", 5, r"duplicate key 'name'"),
     ("name: [unclosed\n", 2, r"invalid YAML"),
+    (BASE + "motd: a\x07b\n", 5, r"invalid YAML: unacceptable character #x0007"),  # a control character
+    ("name: x\n\n\x00\n", 3, r"invalid YAML: unacceptable character #x0000"),
     ("", 1, r"the file is empty"),
     ("- a list\n", 1, r"expected a mapping, got a list"),
 ])

@@ -43,6 +43,7 @@ def test_valid_config_and_relative_paths(tmp_path):
     (("state_dir: data\n", "state_dir: data\nboot_attempts: 12\n"), "boot_attempts"),
     (("timeout: 5", "timeout: -1"), "health.timeout"),
     (("board: x86-64-efi", "board: toaster"), "unknown board 'toaster'"),
+    (("keyring: keyring.pem", "keyring: key\x00ring.pem"), r"device.yaml:6: invalid YAML: unacceptable character #x0000"),
 ])
 def test_errors_name_file_line_field(tmp_path, change, message):
     old, new = change
