@@ -21,8 +21,28 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from .certs import MALFORMED_CERTIFICATE, describe, fingerprint, load_certificates, strict_parsing
 from .errors import KeyFileError, RevocationListError
+from .keys import _first_line
 
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
+
+
+def _check_root(cert: x509.Certificate, where: str) -> None:
+    """A keyring entry must be a self-signed CA whose self-signature verifies (KeyFileError); a field
+    that does not parse raises one of MALFORMED_CERTIFICATE."""
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        raise KeyFileError(f"{where} is not a CA certificate (no basicConstraints)") from None
+    except MALFORMED_CERTIFICATE as exc:
+        raise KeyFileError(f"{where} has malformed extensions ({_first_line(exc)})") from None
+    if not bc.ca:
+        raise KeyFileError(f"{where} is not a CA certificate (basicConstraints CA is false)")
+    if cert.subject != cert.issuer:
+        raise KeyFileError(f"{where} is not self-signed: a keyring holds root CAs only")
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyFileError(f"{where}: its self-signature does not verify") from None
 
 
 @dataclass(frozen=True)
@@ -41,20 +61,10 @@ class Keyring:
         for n, cert in enumerate(certs):
             where = f"{name}: certificate {n + 1} ({describe(cert)})"
             try:
-                with strict_parsing():
-                    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-            except x509.ExtensionNotFound:
-                raise KeyFileError(f"{where} is not a CA certificate (no basicConstraints)") from None
+                with strict_parsing():  # names and extensions are parsed on first access, here
+                    _check_root(cert, where)
             except MALFORMED_CERTIFICATE as exc:
-                raise KeyFileError(f"{where} has malformed extensions ({exc})") from None
-            if not bc.ca:
-                raise KeyFileError(f"{where} is not a CA certificate (basicConstraints CA is false)")
-            if cert.subject != cert.issuer:
-                raise KeyFileError(f"{where} is not self-signed: a keyring holds root CAs only")
-            try:
-                cert.verify_directly_issued_by(cert)
-            except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-                raise KeyFileError(f"{where}: its self-signature does not verify") from None
+                raise KeyFileError(f"{where} is malformed ({_first_line(exc)})") from None
             fp = fingerprint(cert)
             if fp not in seen:
                 seen.add(fp)

@@ -291,3 +291,17 @@ def test_a_keyring_root_with_a_non_positive_serial_is_refused_without_a_warning(
     with pytest.raises(KeyFileError, match=r"certificate 1 .* has malformed extensions .*serial number"):
         Keyring.from_certificates([root], "keyring.pem")
     assert not [w for w in recwarn if "serial number" in str(w.message)]
+
+
+def test_a_keyring_root_whose_subject_does_not_parse_is_a_key_file_error():
+    """The subject is parsed on first access, after loading: invalid UTF-8 in its common name (found by
+    fuzzing a device's keyring.pem) is a KeyFileError naming the certificate, not an internal error."""
+    root = make_root("Edge Root CA")
+    der = root.cert.public_bytes(serialization.Encoding.DER)
+    cn = b"\x0c\x0cEdge Root CA"  # UTF8String, 12 bytes: the issuer's, then the subject's
+    assert der.count(cn) == 2
+    at = der.rindex(cn) + len(cn) - 1
+    damaged = x509.load_der_x509_certificate(der[:at] + b"\xf1" + der[at + 1:])  # loads: the subject is lazy
+    pem = damaged.public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(KeyFileError, match=r"keyring.pem: certificate 1 .* is malformed .*subject"):
+        parse_keyring(pem, "keyring.pem")
