@@ -19,8 +19,9 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
     Optional server attributes: ``requests`` (a list; each GET appends ``(path, start)``),
     ``drop_after`` (drop the next GET's connection once after that many body bytes),
-    ``drop_every`` (drop every GET's connection after that many body bytes) and
-    ``rate`` (send at most that many bytes/s; a strict cap: a reader that stalled gets no
+    ``drop_every`` (drop every GET's connection after that many body bytes),
+    ``range_early`` (answer a ranged GET from that many bytes before the asked start, saying so in
+    Content-Range, as a misbehaving proxy might) and ``rate`` (send at most that many bytes/s; a strict cap: a reader that stalled gets no
     burst to catch up).
     """
 
@@ -44,7 +45,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         start, end = 0, size
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if m:
-            start = int(m.group(1))
+            start = max(0, int(m.group(1)) - (getattr(self.server, "range_early", None) or 0))
             end = min(size, int(m.group(2)) + 1) if m.group(2) else size
             if start >= size:
                 self.send_response(416)

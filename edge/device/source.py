@@ -89,6 +89,13 @@ class HttpStream(io.RawIOBase):
             resp.close()
             raise DownloadError(f"{self.url}: the server does not support Range requests (HTTP {resp.status} to a "
                               f"ranged GET), which streaming and resuming need")
+        if resp.status == 206:
+            sent = resp.headers.get("Content-Range", "").strip()
+            m = re.match(r"bytes (\d+)-", sent)
+            if m is None or int(m.group(1)) != self._pos:
+                resp.close()  # bytes from elsewhere would look like a damaged bundle: it is the server's fault
+                raise DownloadError(f"{self.url}: asked for the bytes from {self._pos}, the server sent "
+                                    f"{sent or 'no Content-Range'}")
         self._resp = resp
         if self._size is None:
             self._size = _total_size(resp)

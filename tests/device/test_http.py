@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import threading
 
 import pytest
@@ -47,6 +48,19 @@ def test_delta_from_url(tmp_path, artifacts, server):
     Installer(load_config(os.path.join(d, "device.yaml"))).install(url(server, artifacts["bundles"][("x86-64-efi", "v1-v2")]))
     assert sim.reboot(d)[-1].check.outcome == "committed"
     assert status(load_config(os.path.join(d, "device.yaml")))["slots"]["B"]["version"] == "2.0.0"
+
+
+def test_a_server_answering_another_range_is_a_download_error(tmp_path, artifacts, server):
+    """The device reads the bundle with ranged GETs (the payload, the rest after a dropped connection); a
+    server or proxy that answers from another byte is a download fault to retry later (exit 14), not a
+    damaged bundle (exit 8)."""
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    server.range_early = 7
+    with pytest.raises(DownloadError, match=r"asked for the bytes from \d+, the server sent bytes \d+-") as info:
+        Installer(load_config(os.path.join(d, "device.yaml"))).install(url(server, artifacts["bundles"][("x86-64-efi", "v2")]))
+    asked, sent = map(int, re.search(r"from (\d+), the server sent bytes (\d+)-", str(info.value)).groups())
+    assert asked - sent == 7 and asked > 0
 
 
 def test_missing_url_is_a_clear_error(tmp_path, artifacts, server):
