@@ -84,6 +84,15 @@ def read_header(delta: str | DeltaOpener) -> tuple[Header, bytes, bytes]:
         return DeltaReader(stream, _name(delta)).preamble()
 
 
+def _local_size(path: str) -> int | None:
+    """The size of a delta file (None when it is not a regular file, e.g. a pipe)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
 def _name(delta: str | DeltaOpener) -> str:
     return delta if isinstance(delta, str) else "delta"
 
@@ -97,7 +106,11 @@ def _opener(delta: str | DeltaOpener) -> DeltaOpener:
             fh = open(delta, "rb")
         except OSError as exc:
             raise InputFileError(f"{delta}: {exc.strerror}") from None
-        fh.seek(offset)
+        try:
+            fh.seek(offset)
+        except (OSError, OverflowError) as exc:
+            fh.close()
+            raise InputFileError(f"{delta}: cannot read from byte {offset} ({getattr(exc, 'strerror', None) or exc})") from None
         return fh
 
     return open_at
@@ -229,7 +242,8 @@ def apply_delta(
         tfd = os.open(target, flags, 0o644)
         try:
             args = (header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
-                    progress, workers, on_checkpoint, started, source_check, checkpoint_bytes, on_start, truncate)
+                    progress, workers, on_checkpoint, started, source_check, checkpoint_bytes, on_start, truncate,
+                    _local_size(delta) if isinstance(delta, str) else None)
             try:
                 return _run(*args)
             except (CorruptDeltaError, TargetMismatchError) as exc:
@@ -245,9 +259,10 @@ def apply_delta(
 
 
 def _checkpoint_of(state: dict | None, did: str, header: Header, ops_start: int,
-                   head_len: int) -> tuple[int, int, int, bytes] | None:
+                   head_len: int, delta_size: int | None = None) -> tuple[int, int, int, bytes] | None:
     """(op, delta position, target position, saved head) of a checkpoint of this delta, or None when
-    there is none or it is not one this delta could have written (then the apply starts over)."""
+    there is none or it is not one this delta could have written (then the apply starts over).
+    ``delta_size``, when known (a local file), bounds the delta position."""
     if not state or state.get("delta") != did or state.get("status") != "applying":
         return None
     op, dpos, tpos, head = state.get("op"), state.get("delta_pos"), state.get("target_pos"), state.get("head")
@@ -255,6 +270,8 @@ def _checkpoint_of(state: dict | None, did: str, header: Header, ops_start: int,
         return None
     assert isinstance(op, int) and isinstance(dpos, int) and isinstance(tpos, int)
     if not (0 <= op <= header.op_count and dpos >= ops_start and 0 <= tpos <= header.target_size):
+        return None
+    if delta_size is not None and dpos > delta_size:
         return None
     try:
         saved = bytes.fromhex(head)
@@ -269,7 +286,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
          state_path: str, codec: Codec | None, source_codec: Codec | None, progress: Progress | None, workers: int,
          on_checkpoint: Callable[[dict], None] | None, started: float, source_check: float,
          checkpoint_bytes: int, on_start: Callable[[Header], None] | None, truncate: bool,
-         resume: bool = True) -> ApplyResult:
+         delta_size: int | None, resume: bool = True) -> ApplyResult:
     is_block = stat.S_ISBLK(os.fstat(tfd).st_mode)
     if is_block:
         capacity = os.lseek(tfd, 0, os.SEEK_END)
@@ -289,7 +306,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
     # The first bytes (the superblock) are kept out of the target until the whole image is
     # verified, so a partial or wrong image never looks like a squashfs image.
     head = bytearray(min(HEAD_HELD_BACK, header.target_size))
-    saved_at = _checkpoint_of(state, did, header, ops_start, len(head)) if resume else None
+    saved_at = _checkpoint_of(state, did, header, ops_start, len(head), delta_size) if resume else None
     if saved_at is not None:
         op_index, dpos, tpos, saved = saved_at
         head[: len(saved)] = saved

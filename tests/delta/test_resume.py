@@ -120,3 +120,30 @@ def test_checkpoint_hook_kills_at_every_checkpoint(tmp_path, big_pair):
     assert open(target, "rb").read() == open(new, "rb").read()
     # every interrupted run got further than the one before
     assert seen_ops == sorted(seen_ops) and len(set(seen_ops)) == len(seen_ops) >= 3
+
+
+@pytest.mark.parametrize("delta_pos", [10**9, 1 << 62])
+def test_a_checkpoint_past_the_end_of_the_delta_starts_over(tmp_path, big_pair, delta_pos):
+    """A damaged state file whose delta position lies past the delta's end (a real checkpoint cannot)
+    is not a checkpoint: the apply starts over and writes the image, instead of failing on every run
+    ("truncated", or a bare "Invalid argument" from the seek) until someone removes the state file."""
+    old, new, delta = big_pair
+    target, state = str(tmp_path / "t.img"), str(tmp_path / "s.json")
+
+    class Die(Exception):
+        pass
+
+    def die(_st):
+        raise Die
+
+    with pytest.raises(Die):
+        apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10, on_checkpoint=die)
+    saved = json.load(open(state))
+    assert saved["status"] == "applying"
+    saved["delta_pos"] = delta_pos
+    with open(state, "w") as fh:
+        json.dump(saved, fh)
+    finished = apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10)
+    assert finished.resumed_at_op is None
+    assert open(target, "rb").read() == open(new, "rb").read()
+    assert not os.path.exists(state)
