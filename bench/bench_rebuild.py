@@ -47,6 +47,7 @@ from bench.measure import timed  # noqa: E402
 from bench.report import machine_line, update_section  # noqa: E402
 from edge.delta import apply as dapply  # noqa: E402
 from edge.delta import format as dfmt  # noqa: E402
+from edge.delta.blocks import rebuild_block  # noqa: E402
 from edge.squashfs.compressors import Codec  # noqa: E402
 
 EDGE = str(rf.EDGE)
@@ -107,15 +108,13 @@ def recompress_rate(blocks: list[tuple[int, bytes, bytes, Codec]], exact: bool, 
 
     def one(item: tuple[int, bytes, bytes, Codec]) -> bool:
         mode, data, stored, codec = item
-        if exact:
-            body = (codec if mode == dfmt.MODE_DATA else codec.for_metadata()).compress(data)
-        else:
-            ctxs = local.__dict__.setdefault("ctxs", {})
-            key = (codec.level, len(data))
-            if key not in ctxs:
-                ctxs[key] = _single_pass(codec.level, len(data))
-            body = ctxs[key].compress(data)
-        return not stored.endswith(body)  # a metadata block's stored form has a 2-byte header before the body
+        if exact:  # what the applier does
+            return rebuild_block(mode, data, dfmt.BLOCK_COMPRESSED, codec) != stored
+        ctxs = local.__dict__.setdefault("ctxs", {})
+        key = (codec.level, len(data))
+        if key not in ctxs:
+            ctxs[key] = _single_pass(codec.level, len(data))
+        return not stored.endswith(ctxs[key].compress(data))  # a metadata block's stored form has a 2-byte header first
 
     walls, differ = [], 0
     with ThreadPoolExecutor(max_workers=threads) as pool:

@@ -21,8 +21,8 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
     ``drop_after`` (drop the next GET's connection once after that many body bytes),
     ``drop_every`` (drop every GET's connection after that many body bytes),
     ``range_early`` (answer a ranged GET from that many bytes before the asked start, saying so in
-    Content-Range, as a misbehaving proxy might) and ``rate`` (send at most that many bytes/s; a strict cap: a reader that stalled gets no
-    burst to catch up).
+    Content-Range, as a misbehaving proxy might) and ``rate`` (send at most that many bytes/s; a
+    strict cap: a reader that stalled gets no burst to catch up).
     """
 
     protocol_version = "HTTP/1.1"

@@ -85,9 +85,11 @@ def _check_output(args: list[str]) -> int:
 SETTINGS = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def _write(inputs: dict[str, Path], name: str, data: bytes) -> Path:
-    path = inputs["dir"] / f"damaged-{os.getpid()}-{name}"
-    path.write_bytes(data)
+def _damaged_copy(inputs: dict[str, Path], which: str, kind: str, data: st.DataObject) -> Path:
+    """A copy of ``inputs[which]`` with one damage of ``kind`` drawn from ``data``."""
+    original = inputs[which].read_bytes()
+    path = inputs["dir"] / f"damaged-{os.getpid()}-{inputs[which].name}"
+    path.write_bytes(_damaged(original, data.draw(damage(len(original), kind))))
     return path
 
 
@@ -95,8 +97,7 @@ def _write(inputs: dict[str, Path], name: str, data: bytes) -> Path:
 @SETTINGS
 @given(data=st.data())
 def test_damaged_squashfs_image(inputs, kind, data):
-    original = inputs["new"].read_bytes()
-    image = _write(inputs, "image.sqfs", _damaged(original, data.draw(damage(len(original), kind))))
+    image = _damaged_copy(inputs, "new", kind, data)
     out = inputs["dir"] / f"extract-{os.getpid()}"
     for args in (["squashfs", "info", str(image)], ["squashfs", "ls", "-l", str(image)],
                  ["squashfs", "extract", str(image), str(out)]):
@@ -108,15 +109,13 @@ def test_damaged_squashfs_image(inputs, kind, data):
 @SETTINGS
 @given(data=st.data())
 def test_damaged_delta(inputs, kind, data):
-    original = inputs["delta"].read_bytes()
-    delta = _write(inputs, "p.delta", _damaged(original, data.draw(damage(len(original), kind))))
+    delta = _damaged_copy(inputs, "delta", kind, data)
     target = inputs["dir"] / f"target-{os.getpid()}.img"
     _check_output(["delta", "info", str(delta)])
     code = _check_output(["delta", "apply", str(inputs["old"]), str(delta), "-o", str(target)])
     if code == 0:  # only when the damage left the delta meaning the same thing
         assert target.read_bytes() == inputs["new"].read_bytes()
-    target.unlink(missing_ok=True)
-    for leftover in inputs["dir"].glob(f"target-{os.getpid()}.img*"):
+    for leftover in inputs["dir"].glob(f"target-{os.getpid()}.img*"):  # the image and any checkpoint
         leftover.unlink()
 
 
@@ -124,8 +123,7 @@ def test_damaged_delta(inputs, kind, data):
 @SETTINGS
 @given(data=st.data())
 def test_damaged_bundle(inputs, kind, data):
-    original = inputs["bundle"].read_bytes()
-    bundle = _write(inputs, "b.edgeb", _damaged(original, data.draw(damage(len(original), kind))))
+    bundle = _damaged_copy(inputs, "bundle", kind, data)
     _check_output(["bundle", "inspect", str(bundle)])
     code = _check_output(["bundle", "verify", str(bundle), "--keyring", str(inputs["root"]), "--board", "edge,test"])
     # a bundle is signed and hashed from its first byte to its last: any damage is refused

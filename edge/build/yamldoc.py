@@ -79,9 +79,8 @@ class Document:
         try:
             loader = yaml.SafeLoader(text)  # checks every character first: a special one stops it here
         except yaml.reader.ReaderError as exc:
-            line = text.count("\n", 0, exc.position) + 1
-            code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
-            raise self._error(f"{self.name}:{line}: invalid YAML: unacceptable character #x{code:04x} "
+            line = text.count("\n", 0, exc.position) + 1  # (for str input, exc.character is the code point)
+            raise self._error(f"{self.name}:{line}: invalid YAML: unacceptable character #x{exc.character:04x} "
                               f"(control and other special characters are not allowed)") from None
         try:
             composed = loader.get_single_node()

@@ -238,8 +238,8 @@ def test_naive_time_is_a_programming_error(pki):
         validate_signing_chain(pki.leaves["ed25519"].cert, [], pki.keyring(), at=NOW.replace(tzinfo=None))
 
 
-def _resigned(cert: x509.Certificate, tbs: bytes, issuer_key) -> x509.Certificate:
-    """``cert`` with its to-be-signed part replaced by ``tbs`` and signed again (Ed25519 issuer)."""
+def _resigned(tbs: bytes, issuer_key) -> x509.Certificate:
+    """A certificate of the to-be-signed part ``tbs``, signed by the Ed25519 ``issuer_key``."""
     def tlv(tag: int, body: bytes) -> bytes:
         n = len(body)
         head = bytes([n]) if n < 128 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
@@ -248,11 +248,12 @@ def _resigned(cert: x509.Certificate, tbs: bytes, issuer_key) -> x509.Certificat
     return x509.load_der_x509_certificate(tlv(0x30, tbs + ed25519_algorithm + tlv(0x03, b"\x00" + issuer_key.sign(tbs))))
 
 
-def _with_negative_aki_serial(subject: str, issuer, key, *, ca: bool) -> tuple[x509.Certificate, x509.Certificate]:
-    """A certificate whose authority key identifier names ``issuer`` by serial number, signed by
-    ``issuer``'s key (Ed25519), and the same one with that serial made negative and signed again."""
+def _with_negative_aki_serial(subject: str, issuer_cert: x509.Certificate | None, issuer_key, key, *,
+                              ca: bool) -> tuple[x509.Certificate, x509.Certificate]:
+    """A certificate for ``key`` whose authority key identifier names its issuer by serial number, signed
+    by the Ed25519 ``issuer_key`` (``issuer_cert`` None: self-signed), and the same one with that serial
+    made negative and signed again."""
     serial = 0x7E11AE55
-    issuer_cert, issuer_key = issuer if isinstance(issuer, tuple) else (issuer.cert, issuer.key)
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, subject)])
     issuer_name = name if issuer_cert is None else issuer_cert.subject
     issuer_public = issuer_key.public_key()
@@ -268,7 +269,7 @@ def _with_negative_aki_serial(subject: str, issuer, key, *, ca: bool) -> tuple[x
     tbs = good.tbs_certificate_bytes
     encoded = b"\x82\x04" + serial.to_bytes(4, "big")  # [2] authorityCertSerialNumber
     assert tbs.count(encoded) == 1
-    bad = _resigned(good, tbs.replace(encoded, b"\x82\x04" + (serial | 1 << 31).to_bytes(4, "big")), issuer_key)
+    bad = _resigned(tbs.replace(encoded, b"\x82\x04" + (serial | 1 << 31).to_bytes(4, "big")), issuer_key)
     bad.verify_directly_issued_by(issuer_cert or bad)  # the signature is good: only the content is wrong
     return good, bad
 
@@ -277,7 +278,8 @@ def test_a_non_positive_serial_parsed_lazily_is_refused_without_a_warning(pki, r
     """RFC 5280 forbids it and cryptography only warns when it parses the extension (lazily, after
     loading): a properly signed certificate whose authority key identifier names the issuer by a
     negative serial number is refused as malformed, and no warning reaches the user's terminal."""
-    good, leaf = _with_negative_aki_serial("odd-aki", pki.root, generate_private_key("ed25519"), ca=False)
+    key = generate_private_key("ed25519")
+    good, leaf = _with_negative_aki_serial("odd-aki", pki.root.cert, pki.root.key, key, ca=False)
     validate_signing_chain(good, [], pki.keyring(), at=NOW)  # the same certificate with a positive serial is fine
     with pytest.raises(UntrustedChainError, match=r"malformed .*serial number"):
         validate_signing_chain(leaf, [], pki.keyring(), at=NOW)
@@ -286,7 +288,7 @@ def test_a_non_positive_serial_parsed_lazily_is_refused_without_a_warning(pki, r
 
 def test_a_keyring_root_with_a_non_positive_serial_is_refused_without_a_warning(recwarn):
     key = generate_private_key("ed25519")
-    good, root = _with_negative_aki_serial("odd-root", (None, key), key, ca=True)
+    good, root = _with_negative_aki_serial("odd-root", None, key, key, ca=True)
     assert Keyring.from_certificates([good]).roots == (good,)
     with pytest.raises(KeyFileError, match=r"certificate 1 .* has malformed extensions .*serial number"):
         Keyring.from_certificates([root], "keyring.pem")
