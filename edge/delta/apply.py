@@ -58,6 +58,9 @@ from .patches import read_patch, unzstd
 
 Progress = Callable[[int, int], None]
 DeltaOpener = Callable[[int], BinaryIO]
+"""Opens the delta at a byte offset. A stream that knows the whole delta's size (a download once the
+server said it, a bundle's payload) tells it in a ``known_size`` attribute (it or its ``raw`` stream):
+that bounds a checkpoint's delta position as a local file's size does."""
 CHECKPOINT_BYTES = 16 << 20
 CHECKPOINT_SECONDS = 2.0
 COPY_CHUNK = 1 << 20
@@ -91,6 +94,15 @@ def _local_size(path: str) -> int | None:
     except (OSError, ValueError):
         return None
     return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _known_size(stream: BinaryIO) -> int | None:
+    """The whole delta's size when an opener's stream tells it (see DeltaOpener)."""
+    for layer in (stream, getattr(stream, "raw", None)):
+        size = getattr(layer, "known_size", None)
+        if isinstance(size, int) and not isinstance(size, bool):
+            return size
+    return None
 
 
 def _name(delta: str | DeltaOpener) -> str:
@@ -212,6 +224,7 @@ def apply_delta(
         reader = DeltaReader(stream, name)
         header, header_raw, sample = reader.preamble()
         ops_start = reader.pos
+        delta_size = _local_size(delta) if isinstance(delta, str) else _known_size(stream)
     did = dfmt.header_id(header_raw)
     codec, source_codec = codec_from_header(header)
     check_sample(header, codec, sample)
@@ -239,7 +252,7 @@ def apply_delta(
         try:
             args = (header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
                     progress, workers, on_checkpoint, started, source_check, checkpoint_bytes, on_start, truncate,
-                    _local_size(delta) if isinstance(delta, str) else None)
+                    delta_size)
             try:
                 return _run(*args)
             except (CorruptDeltaError, TargetMismatchError) as exc:
@@ -258,7 +271,7 @@ def _checkpoint_of(state: dict | None, did: str, header: Header, ops_start: int,
                    head_len: int, delta_size: int | None) -> tuple[int, int, int, bytes] | None:
     """(op, delta position, target position, saved head) of a checkpoint of this delta, or None when
     there is none or it is not one this delta could have written (then the apply starts over).
-    ``delta_size``, when known (a local file), bounds the delta position."""
+    ``delta_size``, when known (a local file, a download, a bundle's payload), bounds the delta position."""
     if not state or state.get("delta") != did or state.get("status") != "applying":
         return None
     op, dpos, tpos, head = state.get("op"), state.get("delta_pos"), state.get("target_pos"), state.get("head")
@@ -267,7 +280,7 @@ def _checkpoint_of(state: dict | None, did: str, header: Header, ops_start: int,
     assert isinstance(op, int) and isinstance(dpos, int) and isinstance(tpos, int)
     if not (0 <= op <= header.op_count and dpos >= ops_start and 0 <= tpos <= header.target_size):
         return None
-    if delta_size is not None and dpos > delta_size:
+    if delta_size is not None and dpos >= delta_size:  # (an op boundary: at least END follows it)
         return None
     try:
         saved = bytes.fromhex(head)

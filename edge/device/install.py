@@ -71,6 +71,7 @@ class _PayloadStream(io.RawIOBase):
 
     def __init__(self, bundle: Any, offset: int) -> None:
         size = bundle.chunk_size
+        self.known_size = bundle.payload_size  # bounds a delta checkpoint's position (apply.DeltaOpener)
         self._chunks = bundle.iter_chunks(offset // size)
         self._buf = memoryview(b"")
         self._skip = offset % size
@@ -149,8 +150,6 @@ class Installer:
             if op is not None and op.manifest_sha256 == bundle.manifest_sha256 and op.slot == target:
                 if op.step in ("verified", "installed"):
                     return self._arm(state, op, target, started, already=True)
-                if op.checkpoint:
-                    resumed_from = int(op.checkpoint.get("target_pos", 0))
                 recorded = True
             else:
                 # a new install: whatever was half-written before is abandoned (once this one writes)
@@ -172,7 +171,7 @@ class Installer:
             details: dict[str, Any] = {}
             try:
                 if m.payload_type == "full":
-                    self._write_full(bundle, state, op, target_path, booted_path, begin)
+                    resumed_from = self._write_full(bundle, state, op, target_path, booted_path, begin)
                 else:
                     details = self._write_delta(bundle, state, op, target_path, booted_path, begin)
                     # what the applier found, not what the state hoped (a checkpoint at byte 0 saved nothing)
@@ -233,13 +232,30 @@ class Installer:
         return os.path.join(self.config.state_dir, f"delta-apply-{target}.json")
 
     def _write_full(self, bundle: Any, state: DeviceState, op: Operation, target_path: str, booted_path: str,
-                    begin: Callable[[], None]) -> None:
+                    begin: Callable[[], None]) -> int | None:
+        """Write the payload into the slot, from the operation's checkpoint if it has a usable one;
+        returns the byte it resumed at (None: from the start)."""
         m = bundle.manifest
         size = m.target.size
-        cp = op.checkpoint or {}
-        next_chunk = int(cp.get("next_chunk", 0))
-        head = bytearray(bytes.fromhex(cp.get("head", "")))
-        head = head[: min(HEAD_HELD_BACK, size)] + bytearray(max(0, min(HEAD_HELD_BACK, size) - len(head)))
+        resume = full_resume_point(op.checkpoint, size, bundle.chunk_size)
+        problem = self._write_chunks(bundle, state, op, target_path, booted_path, begin, resume)
+        if problem is not None and resume is not None:
+            # the checkpoint did not lead to the image (the slot changed since, a damaged state
+            # file): start over once, from the first chunk, instead of failing on every run
+            resume = None
+            problem = self._write_chunks(bundle, state, op, target_path, booted_path, begin, None)
+        if problem is not None:
+            raise DeviceError(f"slot written from the bundle {problem}; the slot is left unbootable")
+        return min(resume[0] * bundle.chunk_size, size) if resume is not None else None
+
+    def _write_chunks(self, bundle: Any, state: DeviceState, op: Operation, target_path: str, booted_path: str,
+                      begin: Callable[[], None], resume: tuple[int, bytes] | None) -> str | None:
+        """Stream the payload's chunks from ``resume`` (next chunk, held-back head) into the slot and
+        hash it; returns what is wrong with the written slot, or None when it holds the image."""
+        m = bundle.manifest
+        size = m.target.size
+        next_chunk, saved = resume if resume is not None else (0, b"")
+        head = bytearray(saved) + bytearray(min(HEAD_HELD_BACK, size) - len(saved))
         fd = open_for_writing(target_path, booted_path)
         try:
             out = HeldBackWriter(fd, head)  # the superblock stays off the disk until the slot verifies
@@ -261,11 +277,11 @@ class Installer:
             try:
                 got = out.sha256(size)
             except ShortFileError as exc:
-                raise DeviceError(f"{target_path} ends at byte {exc.pos}, the image has {size}") from None
+                return f"ends at byte {exc.pos}, the image has {size}"
             if got != m.target.sha256:
-                raise DeviceError(f"slot written from the bundle hashes to {got[:16]}…, the manifest says "
-                                  f"{m.target.sha256[:16]}…; the slot is left unbootable")
+                return f"hashes to {got[:16]}…, the manifest says {m.target.sha256[:16]}…"
             out.seal()
+            return None
         finally:
             os.close(fd)
 
@@ -311,6 +327,25 @@ class Installer:
                               f"{m.target.sha256[:16]}…")
         return {"resumed_at_op": result.resumed_at_op, "resumed_at_pos": result.resumed_at_pos,
                 "source_check_seconds": result.source_check_seconds}
+
+
+def full_resume_point(checkpoint: Any, size: int, chunk_size: int) -> tuple[int, bytes] | None:
+    """(next chunk, held-back head) of a full install's checkpoint, or None when there is none or it
+    is not one this install could have written (then the slot is written from the start)."""
+    if not isinstance(checkpoint, dict):
+        return None
+    nxt, head = checkpoint.get("next_chunk"), checkpoint.get("head")
+    if not isinstance(nxt, int) or isinstance(nxt, bool) or not 0 < nxt <= -(-size // chunk_size):
+        return None
+    if not isinstance(head, str):
+        return None
+    try:
+        saved = bytes.fromhex(head)
+    except ValueError:
+        return None
+    if len(saved) != min(HEAD_HELD_BACK, size):
+        return None
+    return nxt, saved
 
 
 def _free_bytes(directory: str) -> int:

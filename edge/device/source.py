@@ -67,6 +67,11 @@ class HttpStream(io.RawIOBase):
             self._pos = new
         return self._pos
 
+    @property
+    def known_size(self) -> int | None:
+        """The resource's size if an answer has told it (no request of its own, unlike size())."""
+        return self._size
+
     def size(self) -> int:
         if self._size is None:
             req = urllib.request.Request(self.url, method="HEAD")

@@ -122,28 +122,74 @@ def test_checkpoint_hook_kills_at_every_checkpoint(tmp_path, big_pair):
     assert seen_ops == sorted(seen_ops) and len(set(seen_ops)) == len(seen_ops) >= 3
 
 
-@pytest.mark.parametrize("delta_pos", [10**9, 1 << 62])
-def test_a_checkpoint_past_the_end_of_the_delta_starts_over(tmp_path, big_pair, delta_pos):
-    """A damaged state file whose delta position lies past the delta's end (a real checkpoint cannot)
-    is not a checkpoint: the apply starts over and writes the image, instead of failing on every run
-    ("truncated", or a bare "Invalid argument" from the seek) until someone removes the state file."""
-    old, new, delta = big_pair
-    target, state = str(tmp_path / "t.img"), str(tmp_path / "s.json")
-
+def _interrupted_then_damaged(old: str, delta, target: str, state: str, delta_pos: int) -> None:
+    """Stop an apply of ``delta`` at its second checkpoint, then set its state file's delta position."""
     class Die(Exception):
         pass
 
-    def die(_st):
-        raise Die
+    def die(st):
+        if st["target_pos"]:
+            raise Die
 
     with pytest.raises(Die):
         apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10, on_checkpoint=die)
     saved = json.load(open(state))
-    assert saved["status"] == "applying"
+    assert saved["status"] == "applying" and saved["op"] > 0
     saved["delta_pos"] = delta_pos
     with open(state, "w") as fh:
         json.dump(saved, fh)
+
+
+@pytest.mark.parametrize("delta_pos", ["size", 10**9, 1 << 62])
+def test_a_checkpoint_past_the_end_of_the_delta_starts_over(tmp_path, big_pair, delta_pos):
+    """A damaged state file whose delta position lies at or past the delta's end (a real checkpoint
+    cannot: END follows every op boundary) is not a checkpoint: the apply starts over and writes the
+    image, instead of failing on every run ("truncated", or a bare "Invalid argument" from the seek)
+    until someone removes the state file."""
+    old, new, delta = big_pair
+    target, state = str(tmp_path / "t.img"), str(tmp_path / "s.json")
+    _interrupted_then_damaged(old, delta, target, state, os.path.getsize(delta) if delta_pos == "size" else delta_pos)
     finished = apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10)
     assert finished.resumed_at_op is None
     assert open(target, "rb").read() == open(new, "rb").read()
     assert not os.path.exists(state)
+
+
+def test_a_url_delta_with_a_checkpoint_past_its_end_starts_over(tmp_path, big_pair):
+    """The same for `edge delta apply OLD URL`: the download's size (from the server's Content-Range
+    total) bounds the checkpoint, where the server answers a start past the end with 416."""
+    import http.server
+    import shutil
+    import threading
+
+    from edge.cli.delta import _delta_source
+    from tests.conftest import run_edge
+    from tests.rangeserver import RangeHandler
+
+    old, new, delta = big_pair
+    shutil.copy(delta, tmp_path / "d.delta")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    srv.root, srv.requests = str(tmp_path), []
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/d.delta"
+        target, state = str(tmp_path / "t.img"), str(tmp_path / "s.json")
+        _interrupted_then_damaged(old, _delta_source(url), target, state, 10**9)
+        r = run_edge("delta", "apply", old, url, "-o", target, "--state", state, "--json")
+        assert json.loads(r.stdout)["resumed_at_op"] is None
+        assert open(target, "rb").read() == open(new, "rb").read()
+        assert not os.path.exists(state)
+    finally:
+        srv.shutdown()
+
+
+def test_a_checkpoint_with_a_wrong_delta_position_inside_the_delta_starts_over(tmp_path, big_pair):
+    """A position inside the delta but not at an op boundary: the ops read from there do not make
+    the image, so the apply starts over once (never a wrong image, never a failure on every run)."""
+    old, new, delta = big_pair
+    target, state = str(tmp_path / "t.img"), str(tmp_path / "s.json")
+    _interrupted_then_damaged(old, delta, target, state, os.path.getsize(delta) // 2 + 1)
+    finished = apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10)
+    assert finished.resumed_at_op is None
+    assert open(target, "rb").read() == open(new, "rb").read()
+

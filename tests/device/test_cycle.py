@@ -222,3 +222,108 @@ def test_cycle_on_block_devices(tmp_path, artifacts):
     finally:
         for loop in loops:
             subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def test_a_damaged_delta_checkpoint_on_the_device_starts_the_delta_over(tmp_path, artifacts):
+    """An install of a delta bundle stopped while writing, whose applier state file then says a
+    delta position past the payload's end (a damaged data partition): the next install writes the
+    image from the first op. It used to fail on every run with an internal error (exit 70)."""
+    import json
+
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    cfg_path = os.path.join(d, "device.yaml")
+    bundle = artifacts["bundles"][("x86-64-efi", "v1-v2")]
+
+    class PowerCut(Exception):
+        pass
+
+    def cut(phase: str, done: int, total: int) -> None:
+        if phase == "writing":
+            raise PowerCut
+
+    with pytest.raises(PowerCut):
+        Installer(load_config(cfg_path), progress=cut).install(bundle)
+    state_file = os.path.join(d, "data", "edge", "delta-apply-B.json")
+    saved = json.load(open(state_file))
+    assert saved["status"] == "applying"
+    saved["delta_pos"] = 10**9
+    with open(state_file, "w") as fh:
+        json.dump(saved, fh)
+    r = subprocess.run([sys.executable, "-m", "edge", "--config", cfg_path, "install", bundle, "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["resumed_from"] is None
+    size = os.path.getsize(artifacts["images"][2])
+    assert sha256(load_config(cfg_path).slots["B"], size) == sha256(artifacts["images"][2])
+    assert sim.reboot(d)[-1].check.outcome == "committed"
+
+
+def _flip_first_hex_digit(head: str) -> str:
+    return ("1" if head[0] != "1" else "2") + head[1:]
+
+
+@pytest.mark.parametrize("damage", [
+    {"next_chunk": "x"}, {"next_chunk": -5}, {"next_chunk": 10**9}, {"next_chunk": True}, {"next_chunk": None},
+    {"head": "zz"}, {"head": ""}, {"head": 7}, {"head": _flip_first_hex_digit}, "a string", [],
+], ids=lambda d: repr(d) if not isinstance(d, dict) else ",".join(f"{k}={getattr(v, '__name__', v)!r}" for k, v in d.items()))
+def test_a_damaged_full_install_checkpoint_writes_the_slot_from_the_start(tmp_path, artifacts, damage):
+    """A full install stopped after its last checkpoint, whose checkpoint in the device state is then
+    damaged: the next install writes the slot from the first chunk and arms it. A checkpoint that
+    does not fit the bundle is ignored; one that fits but holds other bytes (a flipped held-back head)
+    fails the slot's hash, and the install starts over once instead of failing on every run. These
+    used to fail with an internal error (exit 70) or the slot's hash, on every run."""
+    import json
+
+    from edge.device.state import load_state, save_state
+
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    cfg = load_config(os.path.join(d, "device.yaml"))
+    bundle = artifacts["bundles"][("x86-64-efi", "v2")]
+
+    class PowerCut(Exception):
+        pass
+
+    def cut(phase: str, done: int, total: int) -> None:
+        if phase == "verifying":
+            raise PowerCut
+
+    with pytest.raises(PowerCut):
+        Installer(cfg, progress=cut).install(bundle)
+    state = load_state(cfg.state_file)
+    assert state.operation is not None and state.operation.checkpoint["next_chunk"] > 0
+    if isinstance(damage, dict):
+        for key, value in damage.items():
+            old = state.operation.checkpoint[key]
+            state.operation.checkpoint[key] = value(old) if callable(value) else value
+    else:
+        state.operation.checkpoint = damage
+    save_state(cfg.state_file, state)
+    json.load(open(cfg.state_file))  # still a well-formed state file: only the checkpoint is wrong
+    result = Installer(cfg).install(bundle)
+    assert result.resumed_from is None and not result.already_installed
+    size = os.path.getsize(artifacts["images"][2])
+    assert sha256(cfg.slots["B"], size) == sha256(artifacts["images"][2])
+    assert sim.reboot(d)[-1].check.outcome == "committed"
+
+
+def test_a_full_install_resumes_from_a_sound_checkpoint(tmp_path, artifacts):
+    """The counterpart of the test above: the same stop with the checkpoint left as it was resumes."""
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    cfg = load_config(os.path.join(d, "device.yaml"))
+    bundle = artifacts["bundles"][("x86-64-efi", "v2")]
+
+    class PowerCut(Exception):
+        pass
+
+    def cut(phase: str, done: int, total: int) -> None:
+        if phase == "verifying":
+            raise PowerCut
+
+    with pytest.raises(PowerCut):
+        Installer(cfg, progress=cut).install(bundle)
+    result = Installer(cfg).install(bundle)
+    assert result.resumed_from == os.path.getsize(artifacts["images"][2])
+    assert sim.reboot(d)[-1].check.outcome == "committed"
