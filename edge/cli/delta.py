@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=cmd_info)
 
 
+MAX_NOTES = 5  # damaged blocks listed in the plain output
+
+
 def cmd_make(args: argparse.Namespace) -> int:
     if args.rebuild_rate is not None and args.link_speed is None:
         raise UsageError("--rebuild-rate only matters with --link-speed")
@@ -84,6 +87,13 @@ def cmd_make(args: argparse.Namespace) -> int:
     for kind in sorted(result.ops):
         print(f"  {kind:8} {result.ops[kind]:6} ops  {human_bytes(result.op_bytes[kind]):>10} in delta  "
               f"{human_bytes(result.target_bytes[kind]):>10} of target")
+    if result.generic_because:
+        print(f"  a byte-level delta: {result.generic_because}")
+    for note in result.damaged_blocks[:MAX_NOTES]:
+        print(f"  damaged: {note}")
+    if result.damaged_block_count > MAX_NOTES:
+        print(f"  … {result.damaged_block_count} damaged blocks in all (--json lists the first "
+              f"{len(result.damaged_blocks)})")
     if result.unreproducible_blocks:
         print(f"  {result.unreproducible_blocks} compressed blocks could not be reproduced and are sent as literals")
     if result.estimated_seconds:

@@ -20,7 +20,7 @@ from edge.squashfs.compressors import Codec, CodecError, available_impls
 
 from . import format as dfmt
 from .blocks import RebuildMeter, block_size_of, fd_pread, read_reference, rebuild_block
-from .errors import DeltaError
+from .errors import DeltaError, SourceMismatchError
 from .format import (
     BLOCK_COMPRESSED,
     BLOCK_SPARSE,
@@ -47,6 +47,7 @@ from .tradeoff import Item, choose
 
 Progress = Callable[[int, int], None]
 MAX_LITERAL = dfmt.MAX_OP_CONTENT
+MAX_NOTED = 100  # damaged blocks a result lists (all are counted)
 SAMPLE_BYTES = 32 << 10  # plain bytes of a real block the device recompresses before writing anything
 
 
@@ -69,6 +70,11 @@ class MakeResult:
     shipped_ops: int = 0  # BLOCKS ops sent ready-compressed instead of rebuilt on the device
     rebuild_rate: float | None = None  # plain bytes/s the device is assumed to recompress
     estimated_seconds: dict[str, float] = field(default_factory=dict)  # streamed time to updated, before/after
+    # why a pair of squashfs images got a byte-level delta (an image that does not parse), and blocks
+    # that do not decompress (a new one is sent as stored, an old one is not used as a reference)
+    generic_because: str | None = None
+    damaged_blocks: list[str] = field(default_factory=list)  # the first MAX_NOTED
+    damaged_block_count: int = 0
 
 
 def file_sha256(fd: int, size: int) -> str:
@@ -78,33 +84,47 @@ def file_sha256(fd: int, size: int) -> str:
         raise DeltaError(f"file shrank while hashing at byte {exc.pos}") from None
 
 
-def _open_squashfs(path: str) -> SquashfsImage | None:
+def _open_squashfs(path: str) -> tuple[SquashfsImage | None, str | None]:
+    """The image, or None and why when the file says it is squashfs (its magic) but does not open."""
     try:
-        return SquashfsImage(path)
-    except SquashfsError:
-        return None
+        return SquashfsImage(path), None
+    except SquashfsError as exc:
+        try:
+            with open(path, "rb") as fh:
+                claims = fh.read(4) == sqfmt.U32.pack(sqfmt.MAGIC)
+        except OSError:
+            claims = False
+        return None, (f"{path}: {_without_path(str(exc), path)}" if claims else None)
+
+
+def _without_path(message: str, path: str) -> str:
+    return message[len(path) + 2:] if message.startswith(f"{path}: ") else message
 
 
 def _codec_samples(img: SquashfsImage, fd: int) -> list[tuple[int, bytes, bytes]]:
     """A few (mode, plain, stored) blocks of the image to identify its compressor implementation."""
     out: list[tuple[int, bytes, bytes]] = []
+
+    def add(mode: int, raw: bytes, limit: int) -> None:
+        try:
+            out.append((mode, img.codec.decompress(raw, limit), raw))
+        except CodecError:
+            pass  # a damaged block is no sample (make_delta notes it when it gets to that block)
+
     lay = img.layout()
     bs = img.superblock.block_size
     files = [f for f in lay.files if any(b.stored_size and b.compressed for b in f.blocks)]
     step = max(1, len(files) // 12)
     for f in files[::step][:12]:
         b = next(b for b in f.blocks if b.stored_size and b.compressed)
-        raw = os.pread(fd, b.stored_size, b.offset)
-        out.append((MODE_DATA, img.codec.decompress(raw, bs), raw))
+        add(MODE_DATA, os.pread(fd, b.stored_size, b.offset), bs)
     for b in lay.fragments[:4]:
         if b.compressed:
-            raw = os.pread(fd, b.stored_size, b.offset)
-            out.append((MODE_DATA, img.codec.decompress(raw, bs), raw))
+            add(MODE_DATA, os.pread(fd, b.stored_size, b.offset), bs)
     for t in lay.tables[:1]:
         for b in t.metadata_blocks[:2]:
             if b.compressed:
-                raw = os.pread(fd, b.stored_size, b.offset + 2)
-                out.append((MODE_METADATA, img.codec.decompress(raw, sqfmt.METADATA_SIZE), raw))
+                add(MODE_METADATA, os.pread(fd, b.stored_size, b.offset + 2), sqfmt.METADATA_SIZE)
     return out
 
 
@@ -127,8 +147,12 @@ def reproducing_codec(img: SquashfsImage, fd: int) -> tuple[Codec | None, bytes 
 
 class _Encoder:
     def __init__(self, level: int, source_fd: int, source_size: int, target_fd: int, target_size: int,
-                 codec: Codec | None, source_codec: Codec | None, target_read_codec: Codec | None) -> None:
+                 codec: Codec | None, source_codec: Codec | None, target_read_codec: Codec | None,
+                 names: tuple[str, str] = ("source", "target")) -> None:
         self.level = level
+        self.names = names
+        self.damaged: list[str] = []  # blocks of either image that do not decompress (the first MAX_NOTED)
+        self.damaged_count = 0
         self.target_read_codec = target_read_codec  # decompresses target blocks (any implementation)
         self.src = fd_pread(source_fd, source_size, "source")
         self.source_size = source_size
@@ -188,7 +212,7 @@ class _Encoder:
                 if t.word & sqfmt.DATA_UNCOMPRESSED:
                     out.append((raw, raw, BLOCK_STORED))
                 else:
-                    out.append((self._decompress(raw, 1 << 20), raw, BLOCK_COMPRESSED))
+                    out.append((self._decompress(raw, 1 << 20, t.offset), raw, BLOCK_COMPRESSED))
         else:
             chain = draft.targets
             assert isinstance(chain, SourceChain)
@@ -200,16 +224,24 @@ class _Encoder:
                 if word & sqfmt.METADATA_UNCOMPRESSED:
                     out.append((raw, self.tgt(pos, 2 + size), BLOCK_STORED))
                 else:
-                    out.append((self._decompress(raw, sqfmt.METADATA_SIZE), self.tgt(pos, 2 + size), BLOCK_COMPRESSED))
+                    out.append((self._decompress(raw, sqfmt.METADATA_SIZE, pos), self.tgt(pos, 2 + size), BLOCK_COMPRESSED))
                 pos += 2 + size
         return out
 
-    def _decompress(self, raw: bytes, limit: int) -> bytes:
+    def _decompress(self, raw: bytes, limit: int, offset: int) -> bytes | None:
+        """A target block's content; None for a block that does not decompress (a damaged image:
+        its stored bytes are what the delta must produce, so they travel as they are)."""
         assert self.target_read_codec is not None
         try:
             return self.target_read_codec.decompress(raw, limit)
         except CodecError as exc:
-            raise DeltaError(f"the new image has a block that does not decompress ({exc}): a damaged image") from None
+            self._note_damage(f"{self.names[1]}: block at offset {offset} does not decompress ({exc}); sent as stored")
+            return None
+
+    def _note_damage(self, message: str) -> None:
+        self.damaged_count += 1
+        if len(self.damaged) < MAX_NOTED:
+            self.damaged.append(message)
 
     def blocks(self, draft: DraftBlocks) -> list[Op]:
         blocks = self._target_blocks(draft)
@@ -217,11 +249,15 @@ class _Encoder:
         if self.codec is None:
             self.unreproducible += sum(1 for _, _, f in blocks if f == BLOCK_COMPRESSED)
             return self.literal(expected_all)
-        ok = [self.meter.rebuild(draft.mode, plain, flag, self.codec) == stored for plain, stored, flag in blocks]
+        ok = [plain is not None and self.meter.rebuild(draft.mode, plain, flag, self.codec) == stored
+              for plain, stored, flag in blocks]
         ref = b""
         if draft.sources and any(ok):
             assert self.source_codec is not None
-            ref = bytes(read_reference(tuple(draft.sources), self.src, self.source_codec))
+            try:
+                ref = bytes(read_reference(tuple(draft.sources), self.src, self.source_codec))
+            except SourceMismatchError as exc:  # the device would fail on the same bytes: no reference
+                self._note_damage(f"{self.names[0]}: {exc.args[0].removeprefix('source ')}; not used as a reference")
         ops: list[Op] = []
         i = 0
         while i < len(blocks):
@@ -237,10 +273,10 @@ class _Encoder:
                 self.unreproducible += j - i
                 ops += self.literal(expected)
             else:
-                content = b"".join(plain for plain, _, _ in seg)
+                content = b"".join(plain for plain, _, _ in seg if plain is not None)
                 flags = tuple(f for _, _, f in seg)
                 enc, patch = make_patch(content, ref, self.level)
-                sources = tuple(draft.sources) if uses_reference(enc) else ()
+                sources = tuple(draft.sources) if ref and uses_reference(enc) else ()
                 op = Blocks(draft.mode, sources, len(content), flags, enc, patch, len(expected), hashlib.sha256(expected).digest())
                 # (each block of this segment was rebuilt above with the device's code and matched)
                 if len(dfmt.encode_op(op)) < len(expected):
@@ -283,8 +319,10 @@ def make_delta(
     try:
         ssize = os.fstat(sfd).st_size
         tsize = os.fstat(tfd).st_size
-        s_img = None if generic else _open_squashfs(source)
-        t_img = None if generic else _open_squashfs(target)
+        s_img, s_why = (None, None) if generic else _open_squashfs(source)
+        t_img, t_why = (None, None) if generic else _open_squashfs(target)
+        both_claim = (s_img is not None or s_why is not None) and (t_img is not None or t_why is not None)
+        generic_because = (s_why or t_why) if both_claim else None  # both say squashfs, one does not open
         codec = sample = None
         kind = "generic"
         drafts = None
@@ -293,15 +331,16 @@ def make_delta(
                 codec, sample = reproducing_codec(t_img, tfd)
                 drafts = squashfs_plan(s_img, t_img, sfd, tfd, tsize)
                 kind = "squashfs"
-            except (SquashfsError, CodecError):
+            except (SquashfsError, CodecError) as exc:
                 # a damaged or inconsistent image (a corrupt block, overlapping blocks, an index out of
                 # range): its bytes are still what the delta must produce, so it gets a byte-level delta
+                generic_because = str(exc)
                 s_img = t_img = None
                 codec = sample = None
         if drafts is None:
             drafts = generic_plan(sfd, ssize, tfd, tsize)
         enc = _Encoder(level, sfd, ssize, tfd, tsize, codec, s_img.codec if s_img is not None else None,
-                       t_img.codec if t_img is not None else None)
+                       t_img.codec if t_img is not None else None, (source, target))
         total = len(drafts)
         ops: list[Op] = []
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
@@ -341,7 +380,9 @@ def make_delta(
         )
         result = MakeResult(out, 0, kind, codec.impl_version if codec else None, ssize, tsize,
                             header.source_sha256, header.target_sha256, unreproducible_blocks=enc.unreproducible,
-                            shipped_ops=trade[0], rebuild_rate=trade[1], estimated_seconds=trade[2])
+                            shipped_ops=trade[0], rebuild_rate=trade[1], estimated_seconds=trade[2],
+                            generic_because=generic_because, damaged_blocks=sorted(enc.damaged),
+                            damaged_block_count=enc.damaged_count)
         sample_frame = zstandard.ZstdCompressor(level=19).compress(sample) if codec is not None and sample else b""
         with atomic_output(out, prefix=".edge-delta-") as fh:
             fh.write(dfmt.encode_preamble(header, sample_frame))

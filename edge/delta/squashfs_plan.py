@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from edge.squashfs import SquashfsError
 from edge.squashfs import format as sqfmt
+from edge.squashfs.compressors import CodecError
 from edge.squashfs.reader import FileLayout, ImageLayout, SquashfsImage, TableLayout
 
 from .format import MODE_DATA, MODE_METADATA, SourceBlock, SourceChain
@@ -126,7 +127,7 @@ class _Source:
         plain = self.fragment_plain.get(index)
         if plain is None:
             raw = os.pread(self.fd, b.stored_size, b.offset)
-            plain = len(raw) if not b.compressed else len(self.img.codec.decompress(raw, self.img.superblock.block_size))
+            plain = len(raw) if not b.compressed else _plain_size(self.img, raw, self.img.superblock.block_size, b.offset)
             self.fragment_plain[index] = plain
         return SourceBlock(b.offset, _word(b.stored_size, b.compressed), plain)
 
@@ -221,7 +222,7 @@ def plan(source: SquashfsImage, target: SquashfsImage, source_fd: int, target_fd
         if src_off is not None:
             drafts.append(DraftCopy(b.offset, b.stored_size, src_off))
             continue
-        plain = len(raw) if not b.compressed else len(target.codec.decompress(raw, bs))
+        plain = len(raw) if not b.compressed else _plain_size(target, raw, bs, b.offset)
         wanted: list[int] = []
         for f in sorted(tails[index], key=lambda f: f.fragment_offset):
             m = src.by_path.get(f.path) or (src.by_mask.get(_masked(f.path)) or [None])[0]
@@ -292,6 +293,13 @@ def _plan_table(t: TableLayout, src: _Source, target_fd: int, drafts: list[Draft
                 done += seg_plain
     if t.index is not None and t.end > meta_end:
         drafts.append(DraftLiteral(meta_end, t.end - meta_end))
+
+
+def _plain_size(img: SquashfsImage, raw: bytes, limit: int, offset: int) -> int:
+    try:
+        return len(img.codec.decompress(raw, limit))
+    except CodecError as exc:
+        raise SquashfsError(f"{img.name}: fragment block at offset {offset} does not decompress ({exc})") from None
 
 
 def _fill_gaps(drafts: list[Draft], target_fd: int, target_size: int) -> list[Draft]:

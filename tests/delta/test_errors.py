@@ -203,3 +203,69 @@ def test_bit_flips_in_target_references_never_yield_a_wrong_image(tmp_path_facto
             pos = data.draw(st.integers(ops_at, len(raw) - 1))
         mutant[pos] ^= 1 << data.draw(st.integers(0, 7))
     _outcome(old, new, bytes(mutant), str(tmp_path_factory.mktemp("tflip")))
+
+
+def _changed_block_pair(tmp) -> tuple[str, str, int, int]:
+    """zstd-19 images where one big file changed in its first block: (old, new, that block's offset
+    in old, in new)."""
+    from dataclasses import replace
+
+    import random
+
+    from edge.squashfs import BytesContent, Entry, Kind, SquashfsImage
+    from tests.delta.helpers import text_blob
+
+    big = Entry("usr/share/doc/big.txt", Kind.FILE, content=BytesContent(text_blob(random.Random(5), 300_000)))
+    base = base_entries(11, files=30) + [big]
+    data = bytearray(big.content.data)  # type: ignore[union-attr]
+    data[1000:1008] = b"CHANGED!"
+    changed = [replace(e, content=BytesContent(bytes(data))) if e is big else e for e in base]
+    old = write(base, os.path.join(tmp, "old.sqfs"), compressor="zstd", level=19)
+    new = write(changed, os.path.join(tmp, "new.sqfs"), compressor="zstd", level=19)
+    first = [next(f for f in SquashfsImage(p).layout().files if f.path == big.path).blocks[0] for p in (old, new)]
+    assert all(b.compressed for b in first)
+    return old, new, first[0].offset, first[1].offset
+
+
+@pytest.mark.parametrize("side", ["old", "new"])
+def test_a_block_that_does_not_decompress_is_named_and_worked_around(tmp_path, side):
+    """A damaged image (a zstd frame whose magic is gone) given to `delta make`: the delta is still
+    squashfs-aware and applies to exactly the given NEW; the output names the file and the block's
+    offset. A damaged new block travels as stored bytes; a damaged old block is not used as a
+    reference (the device, hashing the same bytes, would fail on it too). It used to fail the
+    whole make with "does not decompress"."""
+    from tests.conftest import run_edge
+
+    images = {}
+    images["old"], images["new"], *offsets = _changed_block_pair(str(tmp_path))
+    offset = offsets[0] if side == "old" else offsets[1]
+    with open(images[side], "r+b") as fh:
+        fh.seek(offset)
+        assert fh.read(4) == b"\x28\xb5\x2f\xfd"  # a zstd frame
+        fh.seek(offset)
+        fh.write(bytes(4))
+    delta = str(tmp_path / "d.delta")
+    r = run_edge("delta", "make", images["old"], images["new"], "-o", delta, "--json")
+    result = json.loads(r.stdout)
+    assert result["kind"] == "squashfs" and result["damaged_block_count"] >= 1
+    assert any(m.startswith(f"{images[side]}: block at offset {offset} does not decompress") for m in result["damaged_blocks"])
+    plain = run_edge("delta", "make", images["old"], images["new"], "-o", delta).stdout
+    assert f"damaged: {images[side]}: block at offset {offset}" in plain
+    target = str(tmp_path / "t.img")
+    apply_delta(images["old"], delta, target)
+    assert open(target, "rb").read() == open(images["new"], "rb").read()
+
+
+def test_a_squashfs_image_that_does_not_open_gets_a_byte_level_delta_and_says_why(tmp_path, pair):
+    old, new, _, _ = pair
+    cut = str(tmp_path / "new.sqfs")
+    open(cut, "wb").write(open(new, "rb").read()[: os.path.getsize(new) // 2])
+    result = make_delta(old, cut, str(tmp_path / "d.delta"))
+    assert result.kind == "generic" and result.generic_because is not None
+    assert result.generic_because.startswith(f"{cut}: truncated")
+    apply_delta(old, str(tmp_path / "d.delta"), str(tmp_path / "t.img"))
+    assert open(tmp_path / "t.img", "rb").read() == open(cut, "rb").read()
+    # a file that does not claim to be squashfs is an ordinary byte-level delta: nothing to explain
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"not an image" * 1000)
+    assert make_delta(old, str(plain), str(tmp_path / "d2.delta")).generic_because is None
