@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import os
+import sys
 
-from edge.delta import apply_delta, make_delta, read_header
+from edge.delta import apply_delta, make_delta
 from edge.delta import format as dfmt
-from edge.errors import UsageError
+from edge.errors import InputFileError, UsageError
 from edge.progress import Progress, human_bytes
 from edge.squashfs.compressors import LZO1X_999, describe
 
@@ -50,8 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "front to back. Checks the source's hash first and every op before writing; an "
                                  "interrupted apply resumes from its last checkpoint when run again.")
     a.add_argument("old", metavar="OLD")
-    a.add_argument("patch", metavar="PATCH", help="delta file, or an http(s) URL streamed with Range requests "
-                                                  "(applied while it downloads; a resume downloads only the rest)")
+    a.add_argument("patch", metavar="PATCH", help="delta file; an http(s) URL streamed with Range requests "
+                                                  "(applied while it downloads; a resume downloads only the rest); "
+                                                  "or - (or a pipe) read front to back (a resume reads and skips "
+                                                  "what was applied)")
     a.add_argument("-o", "--output", required=True, metavar="TARGET", help="file or block device to write")
     a.add_argument("--state", metavar="FILE", help="checkpoint file (default: TARGET.edge-apply, or under "
                                                    "/var/lib/edge for block devices)")
@@ -63,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     i = s.add_parser("info", help="show what a delta contains",
                      description="Show a delta's source and target, compressor, and op counts and bytes by kind.")
-    i.add_argument("patch", metavar="PATCH")
+    i.add_argument("patch", metavar="PATCH", help="delta file, or - for standard input")
     i.add_argument("--json", action="store_true", help="print as JSON")
     i.set_defaults(func=cmd_info)
 
@@ -135,13 +139,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def delta_info(path: str) -> dict:
-    header, _, sample = read_header(path)
+    """What a delta holds, read once front to back (so a pipe or standard input, "-", will do)."""
     counts: dict[str, dict[str, int]] = {}
     encodings: dict[str, dict[str, int]] = {}  # how the blocks and patch ops carry their content
     target_refs = {"ops": 0, "reference_bytes": 0}  # patch ops that also refer to target bytes written before them
-    with open(path, "rb") as fh:
-        reader = dfmt.DeltaReader(fh, path)
-        reader.preamble()
+    try:
+        opened = contextlib.nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")
+    except OSError as exc:
+        raise InputFileError(f"{path}: {exc.strerror}") from None
+    with opened as fh:
+        reader = dfmt.DeltaReader(fh, "stdin" if path == "-" else path)
+        header, _, sample = reader.preamble()
         while True:
             before = reader.pos
             op = reader.op()
@@ -161,7 +169,7 @@ def delta_info(path: str) -> dict:
                 target_refs["reference_bytes"] += sum(n for _, n in op.targets)
     return {
         "delta": path,
-        "size": os.path.getsize(path),
+        "size": reader.pos,  # through END
         "kind": header.kind,
         "source": {"size": header.source_size, "sha256": header.source_sha256},
         "target": {"size": header.target_size, "sha256": header.target_sha256},

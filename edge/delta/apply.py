@@ -26,6 +26,7 @@ import json
 import lzma
 import os
 import stat
+import sys
 import threading
 import time
 import zlib
@@ -106,12 +107,89 @@ def _known_size(stream: BinaryIO) -> int | None:
 
 
 def _name(delta: str | DeltaOpener) -> str:
-    return delta if isinstance(delta, str) else "delta"
+    return ("stdin" if delta == "-" else delta) if isinstance(delta, str) else "delta"
+
+
+class _ForwardOnly:
+    """A delta read from a pipe or standard input ("-"): opened once, read front to back.
+
+    Each ``open_at(offset)`` continues the one stream where the previous reader stopped, reading
+    and dropping bytes up to ``offset`` (a resume skips what was applied, it cannot seek); an offset
+    behind the stream's position cannot be served (CannotRewind)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.name = _name(path)
+        self.pos = 0
+        self._fh: BinaryIO | None = None
+
+    def __call__(self, offset: int) -> BinaryIO:
+        if self._fh is None:
+            if self.path == "-":
+                self._fh = sys.stdin.buffer
+            else:
+                try:
+                    self._fh = open(self.path, "rb")
+                except OSError as exc:
+                    raise InputFileError(f"{self.path}: {exc.strerror}") from None
+        if offset < self.pos:
+            raise CannotRewind(f"{self.name}: a pipe cannot be read again from byte {offset} (it is at {self.pos})")
+        while self.pos < offset:
+            got = self._fh.read(min(offset - self.pos, 1 << 20))
+            if not got:
+                raise TruncatedDeltaError(f"{self.name}: truncated: the stream ended at byte {self.pos}, before the "
+                                          f"checkpoint's byte {offset}")
+            self.pos += len(got)
+        return _Continued(self)  # type: ignore[return-value]
+
+    def read(self, n: int) -> bytes:
+        assert self._fh is not None
+        data = self._fh.read(n)
+        self.pos += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._fh is not None and self.path != "-":
+            self._fh.close()
+
+
+class _Continued:
+    """The one stream of a _ForwardOnly delta, for one reader: closing it leaves the stream open."""
+
+    def __init__(self, owner: _ForwardOnly) -> None:
+        self._owner = owner
+
+    def read(self, n: int = -1) -> bytes:
+        return self._owner.read(n)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _Continued:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class CannotRewind(DeltaError):
+    pass
+
+
+def _seekable(path: str) -> bool:
+    """False for a pipe, a socket or a character device (standard input as /dev/stdin)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return True  # (opening it says what is wrong)
+    return stat.S_ISREG(mode) or stat.S_ISBLK(mode) or stat.S_ISDIR(mode)
 
 
 def _opener(delta: str | DeltaOpener) -> DeltaOpener:
     if not isinstance(delta, str):
         return delta
+    if delta == "-" or not _seekable(delta):
+        return _ForwardOnly(delta)
 
     def open_at(offset: int) -> BinaryIO:
         try:
@@ -188,6 +266,13 @@ def _save_state(path: str, state: dict) -> None:
     replace_file(path, json.dumps(state).encode(), mode=0o600)
 
 
+def _drop_state(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def apply_delta(
     source: str,
     delta: str | DeltaOpener,
@@ -210,9 +295,20 @@ def apply_delta(
     target is cut to the image's size unless ``truncate`` is False (a file standing in for a slot
     keeps its size, as a partition would).
     """
+    opener = _opener(delta)
+    try:
+        return _apply(source, delta, opener, target, state_path, progress, workers, on_checkpoint, checkpoint_bytes,
+                      on_start, truncate)
+    finally:
+        if isinstance(opener, _ForwardOnly):
+            opener.close()
+
+
+def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: str, state_path: str | None,
+           progress: Progress | None, workers: int, on_checkpoint: Callable[[dict], None] | None,
+           checkpoint_bytes: int, on_start: Callable[[Header], None] | None, truncate: bool) -> ApplyResult:
     started = time.monotonic()
     return_large_buffers_promptly()  # peak memory follows the live buffers (bounded per op), not heap high-water
-    opener = _opener(delta)
     name = _name(delta)
     state_path = state_path or default_state_path(target)
     if os.path.exists(target) and os.path.exists(source) and overlap(source, target):
@@ -260,6 +356,10 @@ def apply_delta(
                     raise  # (a stream that ended early is a cut download: the checkpoint stays for the next run)
                 # the checkpoint did not lead to this delta's image (another delta with the same header,
                 # a target changed since, a damaged state file): start over once, from the first op
+                if isinstance(opener, _ForwardOnly):  # ... which a pipe cannot give again: the next run will
+                    _drop_state(state_path)
+                    raise DeltaError(f"{name}: resuming from the checkpoint in {state_path} did not give this delta's "
+                                     f"image ({exc}); the checkpoint is removed: run the apply again") from None
                 return _run(*args, resume=False)
         finally:
             os.close(tfd)
@@ -432,10 +532,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
             checkpoint("invalid")
             raise TargetMismatchError(f"{target}: the written image {problem}; the target has been marked invalid")
         out.seal()
-        try:
-            os.unlink(state_path)
-        except FileNotFoundError:
-            pass
+        _drop_state(state_path)
     except (CorruptDeltaError, TargetMismatchError) as exc:
         if resumed_at is not None:
             exc.after_resume = True  # type: ignore[attr-defined]

@@ -193,3 +193,102 @@ def test_a_checkpoint_with_a_wrong_delta_position_inside_the_delta_starts_over(t
     assert finished.resumed_at_op is None
     assert open(target, "rb").read() == open(new, "rb").read()
 
+
+
+def _feed_fifo(path: str, data: bytes):  # type: ignore[no-untyped-def]
+    """A thread writing ``data`` into the FIFO ``path`` (an apply that stops early breaks the pipe)."""
+    import threading
+
+    def write() -> None:
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+        except BrokenPipeError:
+            pass
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_delta_from_standard_input(tmp_path, big_pair):
+    """`edge delta apply OLD -` and `edge delta info -`: the delta read front to back from a pipe."""
+    old, new, delta = big_pair
+    raw = open(delta, "rb").read()
+    target = str(tmp_path / "t.img")
+    env = dict(os.environ, EDGE_NO_PROGRESS="1")
+    r = subprocess.run([sys.executable, "-m", "edge", "delta", "apply", old, "-", "-o", target, "--json"], input=raw,
+                       capture_output=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert open(target, "rb").read() == open(new, "rb").read()
+    r = subprocess.run([sys.executable, "-m", "edge", "delta", "info", "-", "--json"], input=raw, capture_output=True, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["size"] == len(raw)
+    cut = subprocess.run([sys.executable, "-m", "edge", "delta", "apply", old, "-", "-o", target], input=raw[: len(raw) // 2],
+                         capture_output=True, text=False, env=env)
+    assert cut.returncode == 10 and b"stdin: truncated" in cut.stderr
+
+
+def test_a_delta_from_a_pipe_resumes_by_skipping_what_was_applied(tmp_path, big_pair):
+    """Stopped at a checkpoint, the same apply from a pipe again: the stream cannot seek, so the
+    applier reads and drops the bytes before the checkpoint and goes on from its op."""
+    old, new, delta = big_pair
+    raw = open(delta, "rb").read()
+    fifo, target, state = str(tmp_path / "fifo"), str(tmp_path / "t.img"), str(tmp_path / "s.json")
+    os.mkfifo(fifo)
+
+    class Die(Exception):
+        pass
+
+    def die(st):
+        if st["op"] >= 3:
+            raise Die
+
+    feeder = _feed_fifo(fifo, raw)
+    with pytest.raises(Die):
+        apply_delta(old, fifo, target, state_path=state, checkpoint_bytes=64 << 10, on_checkpoint=die)
+    feeder.join(10)
+    stopped = json.load(open(state))
+    assert stopped["op"] >= 3 and stopped["delta_pos"] > 0
+    feeder = _feed_fifo(fifo, raw)
+    done = apply_delta(old, fifo, target, state_path=state, checkpoint_bytes=64 << 10)
+    feeder.join(10)
+    assert done.resumed_at_op == stopped["op"]
+    assert open(target, "rb").read() == open(new, "rb").read()
+
+
+def test_a_pipe_that_cannot_restart_after_a_bad_resume_says_so_and_the_next_run_works(tmp_path, big_pair):
+    """A checkpoint that fits but does not lead to the image (its held-back head changed): from a
+    file the apply starts over at once; a pipe cannot be read again, so the checkpoint is removed with
+    an error that says to run again, and the next run writes the image."""
+    from edge.delta import DeltaError
+
+    old, new, delta = big_pair
+    raw = open(delta, "rb").read()
+    fifo, target, state = str(tmp_path / "fifo"), str(tmp_path / "t.img"), str(tmp_path / "s.json")
+    os.mkfifo(fifo)
+
+    class Die(Exception):
+        pass
+
+    def die(st):
+        if st["target_pos"]:
+            raise Die
+
+    with pytest.raises(Die):
+        apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10, on_checkpoint=die)
+    saved = json.load(open(state))
+    head = bytearray.fromhex(saved["head"])
+    head[0] ^= 0xFF
+    saved["head"] = head.hex()
+    with open(state, "w") as fh:
+        json.dump(saved, fh)
+    feeder = _feed_fifo(fifo, raw)
+    with pytest.raises(DeltaError, match="did not give this delta's image .*the checkpoint is removed: run the apply again"):
+        apply_delta(old, fifo, target, state_path=state, checkpoint_bytes=128 << 10)
+    feeder.join(10)
+    assert not os.path.exists(state)
+    feeder = _feed_fifo(fifo, raw)
+    done = apply_delta(old, fifo, target, state_path=state, checkpoint_bytes=128 << 10)
+    feeder.join(10)
+    assert done.resumed_at_op is None
+    assert open(target, "rb").read() == open(new, "rb").read()
