@@ -292,3 +292,53 @@ def test_a_pipe_that_cannot_restart_after_a_bad_resume_says_so_and_the_next_run_
     feeder.join(10)
     assert done.resumed_at_op is None
     assert open(target, "rb").read() == open(new, "rb").read()
+
+
+def test_sigkill_during_a_url_apply_then_resume_downloads_only_the_rest(tmp_path, big_pair):
+    """`edge delta apply OLD URL` killed (SIGKILL) after a checkpoint, several times, over a capped
+    link: each run again asks the server for the bytes from the checkpoint's delta position on (a
+    Range request), not for the whole delta, and the last run writes the image."""
+    import http.server
+    import shutil
+    import threading
+
+    from tests.rangeserver import RangeHandler
+
+    old, new, delta = big_pair
+    shutil.copy(delta, tmp_path / "d.delta")
+    size = os.path.getsize(delta)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    srv.root, srv.requests, srv.rate = str(tmp_path), [], size / 3  # about 3 s for the whole delta
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    target, state = str(tmp_path / "t.img"), str(tmp_path / "s.json")
+    cmd = [sys.executable, "-m", "edge", "delta", "apply", old, f"http://127.0.0.1:{srv.server_address[1]}/d.delta",
+           "-o", target, "--state", state, "--checkpoint-every", "64K", "--json"]
+
+    def checkpoint() -> dict:
+        try:
+            return json.load(open(state))
+        except (OSError, ValueError):
+            return {}
+
+    try:
+        resumed_from = []
+        for _ in range(3):
+            last = checkpoint().get("op", -1)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            while proc.poll() is None and checkpoint().get("op", -1) <= last:
+                time.sleep(0.002)
+            assert proc.poll() is None, "the apply finished before it could be killed"
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            resumed_from.append(checkpoint()["delta_pos"])
+            del srv.requests[:]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["resumed_at_op"] is not None
+        starts = [start for _, start in srv.requests]
+        assert resumed_from[-1] in starts  # the ops were fetched from the checkpoint on
+        assert all(start == 0 or start >= resumed_from[-1] for start in starts)  # (0: the header)
+        assert resumed_from == sorted(resumed_from) and resumed_from[0] > 0
+        assert open(target, "rb").read() == open(new, "rb").read()
+    finally:
+        srv.shutdown()
