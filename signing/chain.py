@@ -161,6 +161,14 @@ def check_signing_certificate(cert: x509.Certificate) -> None:
     Also useful on its own: ``edge bundle create`` checks the signer with it
     before signing something no device would accept.
     """
+    try:
+        with strict_parsing():
+            _check_signing_certificate(cert)
+    except MALFORMED_CERTIFICATE as exc:  # lazily parsed fields of a damaged certificate
+        raise UntrustedChainError(f"the signing certificate is malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _check_signing_certificate(cert: x509.Certificate) -> None:
     exts = _extensions(cert)
     try:
         if exts.get_extension_for_class(x509.BasicConstraints).value.ca:

@@ -283,6 +283,10 @@ def test_a_non_positive_serial_parsed_lazily_is_refused_without_a_warning(pki, r
     validate_signing_chain(good, [], pki.keyring(), at=NOW)  # the same certificate with a positive serial is fine
     with pytest.raises(UntrustedChainError, match=r"malformed .*serial number"):
         validate_signing_chain(leaf, [], pki.keyring(), at=NOW)
+    # `bundle create` checks its signer with the leaf rules alone: the same refusal, no warning
+    check_signing_certificate(good)
+    with pytest.raises(UntrustedChainError, match=r"the signing certificate is malformed .*serial number"):
+        check_signing_certificate(leaf)
     assert not [w for w in recwarn if "serial number" in str(w.message)]
 
 
