@@ -20,7 +20,7 @@ from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
 from edge.squashfs import SquashfsError, SquashfsImage, parse_block_size
 from signing.certs import MALFORMED_CERTIFICATE, common_name, describe, fingerprint, utc_now
-from signing.chain import check_signing_certificate
+from signing.chain import check_signing_certificate, validate_signing_chain
 from signing.errors import CertificateTimeError
 from signing.files import load_crls, load_keyring, load_signer
 
@@ -72,6 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--cert", required=True, metavar="C", help="signing certificate (PEM), with the codeSigning EKU")
     c.add_argument("--chain", action="append", default=[], metavar="F",
                    help="intermediate CA certificates to embed (PEM; repeatable; roots are left out)")
+    c.add_argument("--keyring", metavar="ROOTS.pem",
+                   help="root CA certificates the devices trust (PEM): before signing, check that the signing "
+                        "certificate and --chain lead to one of them, as 'bundle verify' and the devices will "
+                        "(default: only the signer's own rules: not a CA, codeSigning, valid now)")
     c.add_argument("--compatible", action="append", metavar="BOARD",
                    help="board string the bundle installs on (repeatable; default: from build metadata)")
     c.add_argument("--version", dest="image_version", metavar="V", help="image version, semver (default: from build metadata)")
@@ -189,6 +193,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise CertificateTimeError(f"{args.cert}: {describe(cert)} is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d} "
                                    f"to {cert.not_valid_after_utc:%Y-%m-%d}); devices would refuse the bundle")
+    if args.keyring:  # the whole chain, as a device will check it, before any work
+        validate_signing_chain(cert, signer.chain, load_keyring(args.keyring), at=now)
 
     build = {"edge_version": (metadata.edge_version if metadata and metadata.edge_version else __version__)}
     if metadata is not None and metadata.name:

@@ -234,3 +234,21 @@ def test_verify_refuses_a_delta_bundle_whose_delta_names_other_images(env, tmp_p
     assert_one_line_error(r, 8, "the delta's source image is sha256 " + ref[old].sha256, "built wrong; rebuild it")
     r = edge("bundle", "verify", out, "--keyring", env["keyring"], "--json", check=False)
     assert r.returncode == 8 and json.loads(r.stdout)["error"]["type"] == "DeltaPayloadError"
+
+
+def test_create_with_a_keyring_checks_the_chain_before_signing(env, tmp_path):
+    """`bundle create --keyring ROOTS`: a signer whose chain does not lead to those roots is refused
+    before anything is written (without it, such a bundle is made and then refused by every device)."""
+    made = create(env, tmp_path / "ok.edgeb", "--compatible", "x", "--version", "1.0.0", "--keyring", env["keyring"])
+    assert made.returncode == 0 and (tmp_path / "ok.edgeb").exists()
+    edge("bundle", "verify", str(tmp_path / "ok.edgeb"), "--keyring", env["keyring"])
+    refused = create(env, tmp_path / "no.edgeb", "--compatible", "x", "--version", "1.0.0", "--keyring",
+                     env["other_keyring"], check=False)
+    assert_one_line_error(refused, 7, "CN=release")
+    assert not (tmp_path / "no.edgeb").exists()
+    # the same signer without --keyring: made, and refused where it counts
+    create(env, tmp_path / "unchecked.edgeb", "--compatible", "x", "--version", "1.0.0")
+    verify = edge("bundle", "verify", str(tmp_path / "unchecked.edgeb"), "--keyring", env["other_keyring"], check=False)
+    assert verify.returncode == 7
+    for result in (refused, verify):  # the same reason, told before signing instead of after shipping
+        assert "was issued by CN=Edge Root CA, which is neither in the bundle's chain nor in the keyring" in result.stderr
