@@ -66,9 +66,10 @@ run edge keys issue --ca "$OUT/ca" --name release -o "$OUT/keys"
 
 step "bundles: 2.0.0 as a delta from 1.0.0, 3.0.0 as a full image"
 run edge bundle create "$OUT/releases/demo-2.0.0-x86-64-efi.sqfs" --key "$OUT/keys/release.key" --cert "$OUT/keys/release.crt" \
-  --delta-from "$OUT/releases/demo-1.0.0-x86-64-efi.sqfs" --security-version 2 -o "$OUT/demo-2.0.0.edgeb"
+  --keyring "$OUT/ca/root.crt" --delta-from "$OUT/releases/demo-1.0.0-x86-64-efi.sqfs" --security-version 2 \
+  -o "$OUT/demo-2.0.0.edgeb"
 run edge bundle create "$OUT/releases/demo-3.0.0-x86-64-efi.sqfs" --key "$OUT/keys/release.key" --cert "$OUT/keys/release.crt" \
-  --security-version 3 -o "$OUT/demo-3.0.0.edgeb"
+  --keyring "$OUT/ca/root.crt" --security-version 3 -o "$OUT/demo-3.0.0.edgeb"
 run edge bundle verify "$OUT/demo-2.0.0.edgeb" --keyring "$OUT/ca/root.crt" --board edge,x86-64-efi
 
 step "a virtual x86-64-efi board running 1.0.0 (GRUB environment block, A/B slots)"
