@@ -172,6 +172,8 @@ class Installer:
             try:
                 if m.payload_type == "full":
                     resumed_from = self._write_full(bundle, state, op, target_path, booted_path, begin)
+                elif op.checkpoint and self._delta_finished(target, target_path, m.target.sha256, m.target.size):
+                    resumed_from = m.target.size
                 else:
                     details = self._write_delta(bundle, state, op, target_path, booted_path, begin)
                     # what the applier found, not what the state hoped (a checkpoint at byte 0 saved nothing)
@@ -221,6 +223,12 @@ class Installer:
             return hash_slot(path, size) == sha256
         except (DeviceError, OSError):
             return False
+
+    def _delta_finished(self, target: str, target_path: str, sha256: str, size: int) -> bool:
+        """A delta install with a checkpoint but no applier state: the applier finished (it removes its
+        state once the slot verifies) and the power went before the install recorded it. True when
+        the slot indeed holds the image (then it is not written again)."""
+        return not os.path.exists(self._delta_state_path(target)) and self._slot_holds(target_path, sha256, size)
 
     def _discard_delta_state(self, target: str) -> None:
         try:

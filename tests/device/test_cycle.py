@@ -327,3 +327,64 @@ def test_a_full_install_resumes_from_a_sound_checkpoint(tmp_path, artifacts):
     result = Installer(cfg).install(bundle)
     assert result.resumed_from == os.path.getsize(artifacts["images"][2])
     assert sim.reboot(d)[-1].check.outcome == "committed"
+
+
+def test_a_power_cut_right_after_a_delta_apply_finished_does_not_write_the_slot_again(tmp_path, artifacts, monkeypatch):
+    """The applier removes its state once the slot verifies; the install then records the slot as
+    verified. A power cut between the two (found by test_powercut on a loaded machine) left a
+    checkpoint and no applier state, and the next install wrote the whole slot again from the
+    first op. Now it finds the slot holding the image and arms it, without writing it."""
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"], checkpoint_every="64K")
+    cfg = load_config(os.path.join(d, "device.yaml"))
+    bundle = artifacts["bundles"][("x86-64-efi", "v1-v2")]
+    write_delta = Installer._write_delta
+
+    class PowerCut(Exception):
+        pass
+
+    def applied_then_cut(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        write_delta(self, *args, **kwargs)
+        raise PowerCut
+
+    monkeypatch.setattr(Installer, "_write_delta", applied_then_cut)
+    with pytest.raises(PowerCut):
+        Installer(cfg).install(bundle)
+    from edge.device.state import load_state
+
+    op = load_state(cfg.state_file).operation
+    assert op is not None and op.step == "writing" and op.checkpoint
+    assert not os.path.exists(os.path.join(d, "data", "edge", "delta-apply-B.json"))
+    calls = []
+    monkeypatch.setattr(Installer, "_write_delta", lambda self, *a, **k: calls.append(1) or write_delta(self, *a, **k))
+    result = Installer(cfg).install(bundle)
+    assert calls == [] and result.resumed_from == os.path.getsize(artifacts["images"][2])
+    assert sim.reboot(d)[-1].check.outcome == "committed"
+    assert status(cfg)["slots"]["B"]["version"] == "2.0.0"
+
+
+def test_a_delta_install_whose_slot_lost_its_image_after_the_apply_writes_it_again(tmp_path, artifacts, monkeypatch):
+    """The counterpart: the same cut, then the slot no longer holds the image: written again."""
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"], checkpoint_every="64K")
+    cfg = load_config(os.path.join(d, "device.yaml"))
+    bundle = artifacts["bundles"][("x86-64-efi", "v1-v2")]
+    write_delta = Installer._write_delta
+
+    class PowerCut(Exception):
+        pass
+
+    def applied_then_cut(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        write_delta(self, *args, **kwargs)
+        raise PowerCut
+
+    monkeypatch.setattr(Installer, "_write_delta", applied_then_cut)
+    with pytest.raises(PowerCut):
+        Installer(cfg).install(bundle)
+    monkeypatch.undo()
+    with open(cfg.slots["B"], "r+b") as fh:
+        fh.seek(50_000)
+        fh.write(b"rot!")
+    result = Installer(cfg).install(bundle)
+    assert result.resumed_from is None
+    assert sim.reboot(d)[-1].check.outcome == "committed"
