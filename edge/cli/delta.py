@@ -8,6 +8,7 @@ import dataclasses
 import io
 import os
 import sys
+from typing import Any
 
 from edge.delta import apply_delta, make_delta
 from edge.delta import format as dfmt
@@ -67,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     i = s.add_parser("info", help="show what a delta contains",
                      description="Show a delta's source and target, compressor, and op counts and bytes by kind.")
-    i.add_argument("patch", metavar="PATCH", help="delta file, or - for standard input")
+    i.add_argument("patch", metavar="PATCH", help="delta file, - for standard input, or an http(s) URL")
     i.add_argument("--json", action="store_true", help="print as JSON")
     i.set_defaults(func=cmd_info)
 
@@ -139,12 +140,21 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def delta_info(path: str) -> dict:
-    """What a delta holds, read once front to back (so a pipe or standard input, "-", will do)."""
+    """What a delta holds, read once front to back (so a pipe, standard input ("-") or an http(s) URL
+    will do)."""
     counts: dict[str, dict[str, int]] = {}
     encodings: dict[str, dict[str, int]] = {}  # how the blocks and patch ops carry their content
     target_refs = {"ops": 0, "reference_bytes": 0}  # patch ops that also refer to target bytes written before them
+    from edge.device.source import HttpStream, is_url
+
+    opened: Any
     try:
-        opened = contextlib.nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")
+        if path == "-":
+            opened = contextlib.nullcontext(sys.stdin.buffer)
+        elif is_url(path):
+            opened = io.BufferedReader(HttpStream(path), buffer_size=1 << 16)
+        else:
+            opened = open(path, "rb")
     except OSError as exc:
         raise InputFileError(f"{path}: {exc.strerror}") from None
     with opened as fh:

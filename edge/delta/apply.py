@@ -114,8 +114,9 @@ class _ForwardOnly:
     """A delta read from a pipe or standard input ("-"): opened once, read front to back.
 
     Each ``open_at(offset)`` continues the one stream where the previous reader stopped, reading
-    and dropping bytes up to ``offset`` (a resume skips what was applied, it cannot seek); an offset
-    behind the stream's position cannot be served (CannotRewind)."""
+    and dropping bytes up to ``offset`` (a resume skips what was applied, it cannot seek). The
+    applier never asks for an offset behind the stream's position (after a failed resume it stops
+    instead of starting over: see apply_delta)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -133,7 +134,7 @@ class _ForwardOnly:
                 except OSError as exc:
                     raise InputFileError(f"{self.path}: {exc.strerror}") from None
         if offset < self.pos:
-            raise CannotRewind(f"{self.name}: a pipe cannot be read again from byte {offset} (it is at {self.pos})")
+            raise DeltaError(f"{self.name}: a pipe cannot be read again from byte {offset} (it is at {self.pos})")
         while self.pos < offset:
             got = self._fh.read(min(offset - self.pos, 1 << 20))
             if not got:
@@ -159,7 +160,7 @@ class _Continued:
     def __init__(self, owner: _ForwardOnly) -> None:
         self._owner = owner
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int) -> bytes:  # (always a bounded read: DeltaReader asks for at most 1 MiB)
         return self._owner.read(n)
 
     def close(self) -> None:
@@ -170,10 +171,6 @@ class _Continued:
 
     def __exit__(self, *exc: object) -> None:
         pass
-
-
-class CannotRewind(DeltaError):
-    pass
 
 
 def _seekable(path: str) -> bool:

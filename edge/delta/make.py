@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -153,6 +154,7 @@ class _Encoder:
         self.names = names
         self.damaged: list[str] = []  # blocks of either image that do not decompress (the first MAX_NOTED)
         self.damaged_count = 0
+        self._damage_lock = threading.Lock()  # (drafts are encoded in a thread pool)
         self.target_read_codec = target_read_codec  # decompresses target blocks (any implementation)
         self.src = fd_pread(source_fd, source_size, "source")
         self.source_size = source_size
@@ -198,8 +200,9 @@ class _Encoder:
             return self.blocks(draft)
         raise TypeError(draft)
 
-    def _target_blocks(self, draft: DraftBlocks) -> list[tuple[bytes, bytes, int]]:
-        """(plain, stored form as written in the image, flag) of every block of the draft."""
+    def _target_blocks(self, draft: DraftBlocks) -> list[tuple[bytes | None, bytes, int]]:
+        """(plain, stored form as written in the image, flag) of every block of the draft (plain None:
+        the block does not decompress)."""
         out = []
         if draft.mode == MODE_DATA:
             assert isinstance(draft.targets, list)
@@ -239,9 +242,10 @@ class _Encoder:
             return None
 
     def _note_damage(self, message: str) -> None:
-        self.damaged_count += 1
-        if len(self.damaged) < MAX_NOTED:
-            self.damaged.append(message)
+        with self._damage_lock:
+            self.damaged_count += 1
+            if len(self.damaged) < MAX_NOTED:
+                self.damaged.append(message)
 
     def blocks(self, draft: DraftBlocks) -> list[Op]:
         blocks = self._target_blocks(draft)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -390,6 +391,13 @@ def test_apply_streams_a_delta_from_a_url(tmp_path):
         assert any(start > 0 for _, start in srv.requests)  # resumed at a byte offset, not from the start
         missing = run_edge("delta", "apply", old, f"{base}/nope.delta", "-o", str(tmp_path / "x.img"), check=False)
         assert missing.returncode != 0 and "HTTP 404" in missing.stderr and "Traceback" not in missing.stderr
+        # `delta info URL` reads it the same way, and says what the local file says
+        remote = json.loads(run_edge("delta", "info", f"{base}/d.delta", "--json").stdout)
+        local = json.loads(run_edge("delta", "info", str(tmp_path / "d.delta"), "--json").stdout)
+        assert remote.pop("delta") != local.pop("delta") and remote == local
+        assert remote["size"] == os.path.getsize(tmp_path / "d.delta")
+        missing = run_edge("delta", "info", f"{base}/nope.delta", check=False)
+        assert missing.returncode == 14 and missing.stderr.count("\n") == 1 and "HTTP 404" in missing.stderr
     finally:
         srv.shutdown()
 
