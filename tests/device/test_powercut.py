@@ -96,6 +96,19 @@ def checkpointed(board: str, at_least: float = 0):  # type: ignore[no-untyped-de
     return check
 
 
+def applier_state(board: str) -> dict[str, object]:
+    """The delta applier's state files of ``board`` (name -> content, without the held-back head)."""
+    out: dict[str, object] = {}
+    state_dir = os.path.join(board, "data", "edge")
+    for name in sorted(os.listdir(state_dir)):
+        if name.startswith("delta-apply-"):
+            try:
+                out[name] = {k: v for k, v in json.load(open(os.path.join(state_dir, name))).items() if k != "head"}
+            except (OSError, ValueError) as exc:
+                out[name] = f"unreadable ({exc})"
+    return out
+
+
 LAST_BOOT: list[str] = []
 
 
@@ -152,6 +165,7 @@ def test_power_cut_during_install(tmp_path, world, backend, payload):
         state = json.load(open(os.path.join(board, "data", "edge", "state.json")))
         op = state.get("operation")
         checkpoint = (op or {}).get("checkpoint") or {}
+        applier = applier_state(board)  # (for the failure message: what the next run resumes from)
         version = power_on(board, world)
         info = status(load_config(cfg))
         if version == "2.0.0":  # cut after the slot was armed: the trial booted and was committed
@@ -165,7 +179,8 @@ def test_power_cut_during_install(tmp_path, world, backend, payload):
             assert r.returncode == 0, r.stderr
             result = json.loads(r.stdout)
             if checkpoint:
-                assert result["resumed_from"] is not None, "an interrupted install started over"
+                assert result["resumed_from"] is not None, \
+                    f"an interrupted install started over: checkpoint {checkpoint}, applier state {applier}"
                 resumes += 1
             assert power_on(board, world, cut=False) == "2.0.0", (LAST_BOOT, r.stdout, checkpoint)
             board = fresh(world, backend, board)
