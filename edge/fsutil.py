@@ -131,6 +131,18 @@ class HeldBackWriter:
         os.fsync(self.fd)
 
 
+def saved_head(text: object, length: int) -> bytes | None:
+    """A held-back head as a checkpoint saved it (hex), or None unless it is hex of ``length`` bytes
+    (a damaged checkpoint: the caller then writes the image from the start)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        head = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return head if len(head) == length else None
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(os.fspath(path), os.O_RDONLY | os.O_DIRECTORY)
     try:

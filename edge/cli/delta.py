@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import io
 import os
-import sys
-from typing import Any
 
-from edge.delta import apply_delta, make_delta
+from edge.delta import apply_delta, make_delta, open_delta
 from edge.delta import format as dfmt
-from edge.errors import InputFileError, UsageError
+from edge.errors import UsageError
 from edge.progress import Progress, human_bytes
 from edge.squashfs.compressors import LZO1X_999, describe
 
@@ -145,19 +142,7 @@ def delta_info(path: str) -> dict:
     counts: dict[str, dict[str, int]] = {}
     encodings: dict[str, dict[str, int]] = {}  # how the blocks and patch ops carry their content
     target_refs = {"ops": 0, "reference_bytes": 0}  # patch ops that also refer to target bytes written before them
-    from edge.device.source import HttpStream, is_url
-
-    opened: Any
-    try:
-        if path == "-":
-            opened = contextlib.nullcontext(sys.stdin.buffer)
-        elif is_url(path):
-            opened = io.BufferedReader(HttpStream(path), buffer_size=1 << 16)
-        else:
-            opened = open(path, "rb")
-    except OSError as exc:
-        raise InputFileError(f"{path}: {exc.strerror}") from None
-    with opened as fh:
+    with open_delta(_delta_source(path)) as fh:
         reader = dfmt.DeltaReader(fh, "stdin" if path == "-" else path)
         header, _, sample = reader.preamble()
         while True:

@@ -1,6 +1,6 @@
 """Squashfs-aware block deltas, applied streaming with bounded memory (docs/delta-format.md)."""
 
-from .apply import ApplyResult, apply_delta, read_header
+from .apply import ApplyResult, apply_delta, open_delta, read_header
 from .errors import (
     CannotReproduceError,
     CorruptDeltaError,
@@ -22,5 +22,6 @@ __all__ = [
     "TruncatedDeltaError",
     "apply_delta",
     "make_delta",
+    "open_delta",
     "read_header",
 ]

@@ -21,6 +21,7 @@ the last checkpoint without re-reading the delta before it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import lzma
@@ -30,7 +31,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from typing import BinaryIO
 import zstandard
 
 from edge.errors import InputFileError
-from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, sha256_prefix
+from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, saved_head, sha256_prefix
 from edge.memory import return_large_buffers_promptly
 from edge.storage import missing_device, overlap
 from edge.squashfs.compressors import IMPLS, LZO1X_999, Codec, CodecError, available_impls
@@ -82,9 +83,20 @@ class ApplyResult:
     resumed_at_pos: int | None = None  # target byte the apply resumed at (None: it started from the beginning)
 
 
-def read_header(delta: str | DeltaOpener) -> tuple[Header, bytes, bytes]:
+@contextlib.contextmanager
+def open_delta(delta: str | DeltaOpener) -> Iterator[BinaryIO]:
+    """The delta as one stream from its first byte: a path, "-" (standard input), a pipe, or an opener."""
     opener = _opener(delta)
-    with opener(0) as stream:
+    try:
+        with opener(0) as stream:
+            yield stream
+    finally:
+        if isinstance(opener, _ForwardOnly):
+            opener.close()
+
+
+def read_header(delta: str | DeltaOpener) -> tuple[Header, bytes, bytes]:
+    with open_delta(delta) as stream:
         return DeltaReader(stream, _name(delta)).preamble()
 
 
@@ -372,20 +384,15 @@ def _checkpoint_of(state: dict | None, did: str, header: Header, ops_start: int,
     if not state or state.get("delta") != did or state.get("status") != "applying":
         return None
     op, dpos, tpos, head = state.get("op"), state.get("delta_pos"), state.get("target_pos"), state.get("head")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (op, dpos, tpos)) or not isinstance(head, str):
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (op, dpos, tpos)):
         return None
     assert isinstance(op, int) and isinstance(dpos, int) and isinstance(tpos, int)
     if not (0 <= op <= header.op_count and dpos >= ops_start and 0 <= tpos <= header.target_size):
         return None
     if delta_size is not None and dpos >= delta_size:  # (an op boundary: at least END follows it)
         return None
-    try:
-        saved = bytes.fromhex(head)
-    except ValueError:
-        return None
-    if len(saved) != min(tpos, head_len):
-        return None
-    return op, dpos, tpos, saved
+    saved = saved_head(head, min(tpos, head_len))
+    return (op, dpos, tpos, saved) if saved is not None else None
 
 
 def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: int, sfd: int, tfd: int, target: str,

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 from bsp.bootctl import BootControl, make_backend
 from bsp.bootctl.base import other_slot
 from edge.errors import EdgeError
-from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError
+from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, saved_head
 
 from .config import DeviceConfig
 from .errors import DeviceError
@@ -342,18 +342,11 @@ def full_resume_point(checkpoint: Any, size: int, chunk_size: int) -> tuple[int,
     is not one this install could have written (then the slot is written from the start)."""
     if not isinstance(checkpoint, dict):
         return None
-    nxt, head = checkpoint.get("next_chunk"), checkpoint.get("head")
+    nxt = checkpoint.get("next_chunk")
     if not isinstance(nxt, int) or isinstance(nxt, bool) or not 0 < nxt <= -(-size // chunk_size):
         return None
-    if not isinstance(head, str):
-        return None
-    try:
-        saved = bytes.fromhex(head)
-    except ValueError:
-        return None
-    if len(saved) != min(HEAD_HELD_BACK, size):
-        return None
-    return nxt, saved
+    head = saved_head(checkpoint.get("head"), min(HEAD_HELD_BACK, size))
+    return (nxt, head) if head is not None else None
 
 
 def _free_bytes(directory: str) -> int:

@@ -93,10 +93,6 @@ def test_checkpoint_hook_kills_at_every_checkpoint(tmp_path, big_pair):
     old, new, delta = big_pair
     target = str(tmp_path / "t.img")
     state = str(tmp_path / "s.json")
-
-    class Die(Exception):
-        pass
-
     seen_ops = []
     finished = None
     for k in (1, 2, 2, 3, 3):
@@ -122,20 +118,29 @@ def test_checkpoint_hook_kills_at_every_checkpoint(tmp_path, big_pair):
     assert seen_ops == sorted(seen_ops) and len(set(seen_ops)) == len(seen_ops) >= 3
 
 
-def _interrupted_then_damaged(old: str, delta, target: str, state: str, delta_pos: int) -> None:
-    """Stop an apply of ``delta`` at its second checkpoint, then set its state file's delta position."""
-    class Die(Exception):
-        pass
+class Die(Exception):
+    """Stands for the applier being killed at a checkpoint (raised from its on_checkpoint hook)."""
 
-    def die(st):
-        if st["target_pos"]:
+
+def _stop_at_checkpoint(old: str, delta, target: str, state: str, when, checkpoint_bytes: int = 128 << 10) -> dict:  # type: ignore[no-untyped-def]
+    """Apply ``delta`` until the first checkpoint for which ``when(checkpoint)`` holds; return the
+    state file as that checkpoint left it."""
+    def die(st):  # type: ignore[no-untyped-def]
+        if when(st):
             raise Die
 
     with pytest.raises(Die):
-        apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10, on_checkpoint=die)
-    saved = json.load(open(state))
+        apply_delta(old, delta, target, state_path=state, checkpoint_bytes=checkpoint_bytes, on_checkpoint=die)
+    return json.load(open(state))
+
+
+def _interrupted_then_damaged(old: str, delta, target: str, state: str, **fields) -> None:  # type: ignore[no-untyped-def]
+    """Stop an apply of ``delta`` at its second checkpoint, then set fields of its state file (a
+    callable value gets the field's old value)."""
+    saved = _stop_at_checkpoint(old, delta, target, state, lambda st: st["target_pos"])
     assert saved["status"] == "applying" and saved["op"] > 0
-    saved["delta_pos"] = delta_pos
+    for key, value in fields.items():
+        saved[key] = value(saved[key]) if callable(value) else value
     with open(state, "w") as fh:
         json.dump(saved, fh)
 
@@ -148,7 +153,7 @@ def test_a_checkpoint_past_the_end_of_the_delta_starts_over(tmp_path, big_pair, 
     until someone removes the state file."""
     old, new, delta = big_pair
     target, state = str(tmp_path / "t.img"), str(tmp_path / "s.json")
-    _interrupted_then_damaged(old, delta, target, state, os.path.getsize(delta) if delta_pos == "size" else delta_pos)
+    _interrupted_then_damaged(old, delta, target, state, delta_pos=os.path.getsize(delta) if delta_pos == "size" else delta_pos)
     finished = apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10)
     assert finished.resumed_at_op is None
     assert open(target, "rb").read() == open(new, "rb").read()
@@ -174,7 +179,7 @@ def test_a_url_delta_with_a_checkpoint_past_its_end_starts_over(tmp_path, big_pa
     try:
         url = f"http://127.0.0.1:{srv.server_address[1]}/d.delta"
         target, state = str(tmp_path / "t.img"), str(tmp_path / "s.json")
-        _interrupted_then_damaged(old, _delta_source(url), target, state, 10**9)
+        _interrupted_then_damaged(old, _delta_source(url), target, state, delta_pos=10**9)
         r = run_edge("delta", "apply", old, url, "-o", target, "--state", state, "--json")
         assert json.loads(r.stdout)["resumed_at_op"] is None
         assert open(target, "rb").read() == open(new, "rb").read()
@@ -188,7 +193,7 @@ def test_a_checkpoint_with_a_wrong_delta_position_inside_the_delta_starts_over(t
     the image, so the apply starts over once (never a wrong image, never a failure on every run)."""
     old, new, delta = big_pair
     target, state = str(tmp_path / "t.img"), str(tmp_path / "s.json")
-    _interrupted_then_damaged(old, delta, target, state, os.path.getsize(delta) // 2 + 1)
+    _interrupted_then_damaged(old, delta, target, state, delta_pos=os.path.getsize(delta) // 2 + 1)
     finished = apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10)
     assert finished.resumed_at_op is None
     assert open(target, "rb").read() == open(new, "rb").read()
@@ -235,19 +240,9 @@ def test_a_delta_from_a_pipe_resumes_by_skipping_what_was_applied(tmp_path, big_
     raw = open(delta, "rb").read()
     fifo, target, state = str(tmp_path / "fifo"), str(tmp_path / "t.img"), str(tmp_path / "s.json")
     os.mkfifo(fifo)
-
-    class Die(Exception):
-        pass
-
-    def die(st):
-        if st["op"] >= 3:
-            raise Die
-
     feeder = _feed_fifo(fifo, raw)
-    with pytest.raises(Die):
-        apply_delta(old, fifo, target, state_path=state, checkpoint_bytes=64 << 10, on_checkpoint=die)
+    stopped = _stop_at_checkpoint(old, fifo, target, state, lambda st: st["op"] >= 3, checkpoint_bytes=64 << 10)
     feeder.join(10)
-    stopped = json.load(open(state))
     assert stopped["op"] >= 3 and stopped["delta_pos"] > 0
     feeder = _feed_fifo(fifo, raw)
     done = apply_delta(old, fifo, target, state_path=state, checkpoint_bytes=64 << 10)
@@ -266,22 +261,7 @@ def test_a_pipe_that_cannot_restart_after_a_bad_resume_says_so_and_the_next_run_
     raw = open(delta, "rb").read()
     fifo, target, state = str(tmp_path / "fifo"), str(tmp_path / "t.img"), str(tmp_path / "s.json")
     os.mkfifo(fifo)
-
-    class Die(Exception):
-        pass
-
-    def die(st):
-        if st["target_pos"]:
-            raise Die
-
-    with pytest.raises(Die):
-        apply_delta(old, delta, target, state_path=state, checkpoint_bytes=128 << 10, on_checkpoint=die)
-    saved = json.load(open(state))
-    head = bytearray.fromhex(saved["head"])
-    head[0] ^= 0xFF
-    saved["head"] = head.hex()
-    with open(state, "w") as fh:
-        json.dump(saved, fh)
+    _interrupted_then_damaged(old, delta, target, state, head=lambda head: f"{int(head[:2], 16) ^ 0xFF:02x}{head[2:]}")
     feeder = _feed_fifo(fifo, raw)
     with pytest.raises(DeltaError, match="did not give this delta's image .*the checkpoint is removed: run the apply again"):
         apply_delta(old, fifo, target, state_path=state, checkpoint_bytes=128 << 10)

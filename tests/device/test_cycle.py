@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from edge.device import Installer, load_config, status
+from edge.device.config import DeviceConfig
 from edge.device import sim
 from edge.device.errors import DeviceError
 from tests.conftest import require_tool, run
@@ -224,38 +225,64 @@ def test_cycle_on_block_devices(tmp_path, artifacts):
             subprocess.run(["losetup", "-d", loop], check=False)
 
 
+
+class PowerCut(Exception):
+    """Stands for the power going away at a chosen point of an install (raised from a hook)."""
+
+
+def _board(tmp_path, artifacts, **options) -> tuple[str, DeviceConfig]:  # type: ignore[no-untyped-def]
+    """A virtual x86-64-efi board running v1, and its configuration."""
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"], **options)
+    return d, load_config(os.path.join(d, "device.yaml"))
+
+
+def _install_cut_at(cfg: DeviceConfig, bundle: str, phase: str) -> None:
+    """Run an install and cut it the first time its progress reports ``phase``."""
+    def cut(now: str, done: int, total: int) -> None:
+        if now == phase:
+            raise PowerCut
+
+    with pytest.raises(PowerCut):
+        Installer(cfg, progress=cut).install(bundle)
+
+
+def _install_cut_after_the_delta_applied(cfg: DeviceConfig, bundle: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Run an install of a delta bundle and cut it once the applier has finished, before the install
+    records the slot as verified."""
+    write_delta = Installer._write_delta
+
+    def applied_then_cut(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        write_delta(self, *args, **kwargs)
+        raise PowerCut
+
+    with monkeypatch.context() as m:
+        m.setattr(Installer, "_write_delta", applied_then_cut)
+        with pytest.raises(PowerCut):
+            Installer(cfg).install(bundle)
+
+
 def test_a_damaged_delta_checkpoint_on_the_device_starts_the_delta_over(tmp_path, artifacts):
     """An install of a delta bundle stopped while writing, whose applier state file then says a
     delta position past the payload's end (a damaged data partition): the next install writes the
     image from the first op. It used to fail on every run with an internal error (exit 70)."""
     import json
 
-    d = str(tmp_path / "board")
-    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
-    cfg_path = os.path.join(d, "device.yaml")
+    d, cfg = _board(tmp_path, artifacts)
     bundle = artifacts["bundles"][("x86-64-efi", "v1-v2")]
-
-    class PowerCut(Exception):
-        pass
-
-    def cut(phase: str, done: int, total: int) -> None:
-        if phase == "writing":
-            raise PowerCut
-
-    with pytest.raises(PowerCut):
-        Installer(load_config(cfg_path), progress=cut).install(bundle)
+    _install_cut_at(cfg, bundle, "writing")
     state_file = os.path.join(d, "data", "edge", "delta-apply-B.json")
     saved = json.load(open(state_file))
     assert saved["status"] == "applying"
     saved["delta_pos"] = 10**9
     with open(state_file, "w") as fh:
         json.dump(saved, fh)
-    r = subprocess.run([sys.executable, "-m", "edge", "--config", cfg_path, "install", bundle, "--json"],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "edge", "--config", os.path.join(d, "device.yaml"), "install", bundle,
+                        "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["resumed_from"] is None
     size = os.path.getsize(artifacts["images"][2])
-    assert sha256(load_config(cfg_path).slots["B"], size) == sha256(artifacts["images"][2])
+    assert sha256(cfg.slots["B"], size) == sha256(artifacts["images"][2])
     assert sim.reboot(d)[-1].check.outcome == "committed"
 
 
@@ -277,20 +304,9 @@ def test_a_damaged_full_install_checkpoint_writes_the_slot_from_the_start(tmp_pa
 
     from edge.device.state import load_state, save_state
 
-    d = str(tmp_path / "board")
-    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
-    cfg = load_config(os.path.join(d, "device.yaml"))
+    d, cfg = _board(tmp_path, artifacts)
     bundle = artifacts["bundles"][("x86-64-efi", "v2")]
-
-    class PowerCut(Exception):
-        pass
-
-    def cut(phase: str, done: int, total: int) -> None:
-        if phase == "verifying":
-            raise PowerCut
-
-    with pytest.raises(PowerCut):
-        Installer(cfg, progress=cut).install(bundle)
+    _install_cut_at(cfg, bundle, "verifying")
     state = load_state(cfg.state_file)
     assert state.operation is not None and state.operation.checkpoint["next_chunk"] > 0
     if isinstance(damage, dict):
@@ -310,20 +326,9 @@ def test_a_damaged_full_install_checkpoint_writes_the_slot_from_the_start(tmp_pa
 
 def test_a_full_install_resumes_from_a_sound_checkpoint(tmp_path, artifacts):
     """The counterpart of the test above: the same stop with the checkpoint left as it was resumes."""
-    d = str(tmp_path / "board")
-    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
-    cfg = load_config(os.path.join(d, "device.yaml"))
+    d, cfg = _board(tmp_path, artifacts)
     bundle = artifacts["bundles"][("x86-64-efi", "v2")]
-
-    class PowerCut(Exception):
-        pass
-
-    def cut(phase: str, done: int, total: int) -> None:
-        if phase == "verifying":
-            raise PowerCut
-
-    with pytest.raises(PowerCut):
-        Installer(cfg, progress=cut).install(bundle)
+    _install_cut_at(cfg, bundle, "verifying")
     result = Installer(cfg).install(bundle)
     assert result.resumed_from == os.path.getsize(artifacts["images"][2])
     assert sim.reboot(d)[-1].check.outcome == "committed"
@@ -334,28 +339,15 @@ def test_a_power_cut_right_after_a_delta_apply_finished_does_not_write_the_slot_
     verified. A power cut between the two (found by test_powercut on a loaded machine) left a
     checkpoint and no applier state, and the next install wrote the whole slot again from the
     first op. Now it finds the slot holding the image and arms it, without writing it."""
-    d = str(tmp_path / "board")
-    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"], checkpoint_every="64K")
-    cfg = load_config(os.path.join(d, "device.yaml"))
-    bundle = artifacts["bundles"][("x86-64-efi", "v1-v2")]
-    write_delta = Installer._write_delta
-
-    class PowerCut(Exception):
-        pass
-
-    def applied_then_cut(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        write_delta(self, *args, **kwargs)
-        raise PowerCut
-
-    monkeypatch.setattr(Installer, "_write_delta", applied_then_cut)
-    with pytest.raises(PowerCut):
-        Installer(cfg).install(bundle)
     from edge.device.state import load_state
 
+    d, cfg = _board(tmp_path, artifacts, checkpoint_every="64K")
+    bundle = artifacts["bundles"][("x86-64-efi", "v1-v2")]
+    _install_cut_after_the_delta_applied(cfg, bundle, monkeypatch)
     op = load_state(cfg.state_file).operation
     assert op is not None and op.step == "writing" and op.checkpoint
     assert not os.path.exists(os.path.join(d, "data", "edge", "delta-apply-B.json"))
-    calls = []
+    write_delta, calls = Installer._write_delta, []
     monkeypatch.setattr(Installer, "_write_delta", lambda self, *a, **k: calls.append(1) or write_delta(self, *a, **k))
     result = Installer(cfg).install(bundle)
     assert calls == [] and result.resumed_from == os.path.getsize(artifacts["images"][2])
@@ -365,23 +357,9 @@ def test_a_power_cut_right_after_a_delta_apply_finished_does_not_write_the_slot_
 
 def test_a_delta_install_whose_slot_lost_its_image_after_the_apply_writes_it_again(tmp_path, artifacts, monkeypatch):
     """The counterpart: the same cut, then the slot no longer holds the image: written again."""
-    d = str(tmp_path / "board")
-    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"], checkpoint_every="64K")
-    cfg = load_config(os.path.join(d, "device.yaml"))
+    d, cfg = _board(tmp_path, artifacts, checkpoint_every="64K")
     bundle = artifacts["bundles"][("x86-64-efi", "v1-v2")]
-    write_delta = Installer._write_delta
-
-    class PowerCut(Exception):
-        pass
-
-    def applied_then_cut(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        write_delta(self, *args, **kwargs)
-        raise PowerCut
-
-    monkeypatch.setattr(Installer, "_write_delta", applied_then_cut)
-    with pytest.raises(PowerCut):
-        Installer(cfg).install(bundle)
-    monkeypatch.undo()
+    _install_cut_after_the_delta_applied(cfg, bundle, monkeypatch)
     with open(cfg.slots["B"], "r+b") as fh:
         fh.seek(50_000)
         fh.write(b"rot!")
