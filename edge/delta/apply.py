@@ -55,7 +55,7 @@ from .errors import (
     TargetMismatchError,
     TruncatedDeltaError,
 )
-from .format import ENC_RAW, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
+from .format import BLOCK_COMPRESSED, ENC_RAW, Blocks, Copy, DeltaReader, Header, Literal, Patch, Zero
 from .patches import read_patch, unzstd
 
 Progress = Callable[[int, int], None]
@@ -227,7 +227,8 @@ def codec_from_header(header: Header) -> tuple[Codec | None, Codec | None]:
             return None, source_codec
         codec = Codec(name=c["name"], level=int(c["level"]), block_size=int(c["block_size"]),
                       gzip_window=int(c.get("gzip_window", 15)), xz_dict_size=int(c.get("xz_dict_size", 0)), impl=c["impl"],
-                      lz4_hc=bool(c.get("lz4_hc", False)), lzo_algorithm=int(c.get("lzo_algorithm", LZO1X_999)))
+                      lz4_hc=bool(c.get("lz4_hc", False)), lzo_algorithm=int(c.get("lzo_algorithm", LZO1X_999)),
+                      gzip_strategies=int(c.get("gzip_strategies", 0)), xz_filters=int(c.get("xz_filters", 0)))
         if codec.impl not in available_impls(codec.name):
             raise CannotReproduceError(
                 f"this device cannot reproduce {codec.label} blocks: the delta needs {c['impl_version']}, "
@@ -482,7 +483,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
                 if tpos + op.length > header.target_size:
                     raise CorruptDeltaError(f"{name}: op {op_index} writes past the end of the target ({header.target_size} bytes)")
                 if isinstance(op, Blocks):
-                    if not header.sample_sha256:
+                    if BLOCK_COMPRESSED in op.flags and not header.sample_sha256:
                         raise CorruptDeltaError(f"{name}: blocks op {op_index} in a delta without a sample block to "
                                                 f"check the compressor against")
                     if drain_before_decode:

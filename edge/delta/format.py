@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from edge.squashfs.compressors import GZIP_STRATEGY_IDS, XZ_BCJ_IDS
 from edge.squashfs.native import LZO1X_999
 
 from .errors import CorruptDeltaError, TruncatedDeltaError
@@ -249,8 +250,17 @@ def _codec(v: object) -> dict | None:
         if not 8 <= window <= 15:
             raise CorruptDeltaError(f"delta header field codec.gzip_window={window} is outside 8..15")
         dict_size = _uint(c.get("xz_dict_size") or 0, "codec.xz_dict_size")
-        if dict_size and not 8192 <= dict_size <= c["block_size"]:
+        if dict_size and dict_size != c["block_size"] and not 8192 <= dict_size <= c["block_size"]:
+            # (mksquashfs: 8 KiB up to the block size, or the block size itself, which may be 4 KiB)
             raise CorruptDeltaError(f"delta header field codec.xz_dict_size={dict_size} is outside 8 KiB..the block size")
+        strategies = _uint(c.get("gzip_strategies", 0), "codec.gzip_strategies")
+        if strategies >> len(GZIP_STRATEGY_IDS):
+            raise CorruptDeltaError(f"delta header field codec.gzip_strategies={strategies} has bits past the "
+                                    f"{len(GZIP_STRATEGY_IDS)} gzip strategies")
+        filters = _uint(c.get("xz_filters", 0), "codec.xz_filters")
+        if filters >> len(XZ_BCJ_IDS):
+            raise CorruptDeltaError(f"delta header field codec.xz_filters={filters} has bits past the "
+                                    f"{len(XZ_BCJ_IDS)} xz BCJ filters")
         if not isinstance(c.get("lz4_hc", False), bool):
             raise CorruptDeltaError("delta header field codec.lz4_hc is not true or false")
         algorithm = _uint(c.get("lzo_algorithm", LZO1X_999), "codec.lzo_algorithm")

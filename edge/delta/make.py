@@ -163,6 +163,7 @@ class _Encoder:
         self.source_codec = source_codec
         self.unreproducible = 0
         self.meter = RebuildMeter()  # the rebuilds that check BLOCKS ops: this machine's rebuild rate
+        self.rebuilt_sample: bytes | None = None  # the plain content of a block rebuilt and matched (a sample)
 
     def literal(self, data: bytes, level: int | None = None) -> list[Op]:
         ops: list[Op] = []
@@ -255,6 +256,9 @@ class _Encoder:
             return self.literal(expected_all)
         ok = [plain is not None and self.meter.rebuild(draft.mode, plain, flag, self.codec) == stored
               for plain, stored, flag in blocks]
+        if self.rebuilt_sample is None:
+            self.rebuilt_sample = next((plain for (plain, _, flag), good in zip(blocks, ok)
+                                        if good and flag == BLOCK_COMPRESSED), None)
         ref = b""
         if draft.sources and any(ok):
             assert self.source_codec is not None
@@ -359,10 +363,11 @@ def make_delta(
         trade: tuple[int, float | None, dict[str, float]] = (0, None, {})
         if link_speed is not None and kind == "squashfs":
             ops, trade = _ship_compressed(ops, enc, link_speed, rebuild_rate, workers or os.cpu_count() or 1)
-        if not any(isinstance(op, Blocks) for op in ops):
+        if not any(isinstance(op, Blocks) and BLOCK_COMPRESSED in op.flags for op in ops):
             sample = None  # nothing is recompressed on the device: no sample to check
-        elif sample is not None:
-            sample = sample[:SAMPLE_BYTES]
+        else:
+            # the image's own sample blocks may all be damaged; a block rebuilt and matched above serves
+            sample = (sample or enc.rebuilt_sample or b"")[:SAMPLE_BYTES]
         encoded = [dfmt.encode_op(op) for op in ops]
         ops_hash = hashlib.sha256()
         for raw in encoded:
@@ -388,6 +393,10 @@ def make_delta(
                             generic_because=generic_because, damaged_blocks=sorted(enc.damaged),
                             damaged_block_count=enc.damaged_count)
         sample_frame = zstandard.ZstdCompressor(level=19).compress(sample) if codec is not None and sample else b""
+        try:  # the applier must accept what is written: a header it would refuse is an internal error here
+            dfmt.Header.from_json(header.to_json())
+        except DeltaError as exc:
+            raise DeltaError(f"internal error: the generator made a header the applier would refuse: {exc}") from None
         with atomic_output(out, prefix=".edge-delta-") as fh:
             fh.write(dfmt.encode_preamble(header, sample_frame))
             for op, raw in zip(ops, encoded):
@@ -449,6 +458,10 @@ def _codec_header(codec: Codec | None, s_img: SquashfsImage | None) -> dict:
     if codec is not None:
         out.update(name=codec.name, impl=codec.impl, impl_version=codec.impl_version, level=codec.level,
                    block_size=codec.block_size, gzip_window=codec.gzip_window, xz_dict_size=codec.xz_dict_size)
+        if codec.gzip_strategies:
+            out["gzip_strategies"] = codec.gzip_strategies
+        if codec.xz_filters:
+            out["xz_filters"] = codec.xz_filters
         if codec.name == "lz4":
             out["lz4_hc"] = codec.lz4_hc
         elif codec.name == "lzo":

@@ -42,6 +42,14 @@ _LZO_OPTIONS = struct.Struct("<ii")  # algorithm, compression level (lzo1x_999 o
 LZ4_LEGACY, LZ4_HC, LZ4_NON_DEFAULT = 1, 1, 2
 LZ4_ACC_DEFAULT, LZ4_HC_DEFAULT = 1, 12  # mksquashfs: LZ4_compress_default / LZ4_compress_HC at LZ4HC_CLEVEL_MAX
 LZO_DEFAULT_LEVEL = 8
+# mksquashfs -Xstrategy (gzip) and -Xbcj (xz): bit i of the options' bitmask selects entry i; data
+# blocks are compressed with each selected one in turn and the smallest result is kept
+GZIP_STRATEGY_IDS = (zlib.Z_DEFAULT_STRATEGY, zlib.Z_FILTERED, zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE, zlib.Z_FIXED)
+GZIP_STRATEGY_NAMES = ("default", "filtered", "huffman_only", "run_length_encoded", "fixed")
+XZ_BCJ_IDS = (lzma.FILTER_X86, lzma.FILTER_POWERPC, lzma.FILTER_IA64, lzma.FILTER_ARM, lzma.FILTER_ARMTHUMB,
+              lzma.FILTER_SPARC)
+XZ_BCJ_NAMES = ("x86", "powerpc", "ia64", "arm", "armthumb", "sparc")
+LZMA_PRESET = 5  # mksquashfs' legacy lzma (lzma_xz_wrapper.c): preset 5, dictionary = block size
 
 
 @dataclass
@@ -63,6 +71,8 @@ class Codec:
     impl: str = ""
     lz4_hc: bool = False  # lz4: LZ4_compress_HC at ``level``; otherwise LZ4_compress_fast, ``level`` = acceleration
     lzo_algorithm: int = LZO1X_999  # lzo: squashfs' algorithm number (0..3 lzo1x_1*, 4 lzo1x_999 at ``level``)
+    gzip_strategies: int = 0  # gzip: bitmask over GZIP_STRATEGY_IDS (0: zlib's default strategy only)
+    xz_filters: int = 0  # xz: bitmask over XZ_BCJ_IDS tried besides LZMA2 alone
     _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
     _native: object = field(default=None, repr=False, compare=False)
 
@@ -101,12 +111,14 @@ class Codec:
         """The codec for 8 KiB metadata blocks.  mksquashfs gives xz a dictionary of the
         metadata block size there (its metadata compressor is set up for 8 KiB blocks), and
         limits lz4 and lzo output to the metadata block size."""
-        if self.name not in ("xz", "lz4", "lzo"):
+        if self.name not in ("xz", "lz4", "lzo", "lzma") and not (self.name == "gzip" and self.gzip_strategies):
             return self
         meta = getattr(self, "_meta", None)
         if meta is None:
-            if self.name == "xz":
-                meta = self._replace(xz_dict_size=fmt.METADATA_SIZE)
+            if self.name == "xz":  # (-Xbcj applies to data blocks only)
+                meta = self._replace(xz_dict_size=fmt.METADATA_SIZE, xz_filters=0)
+            elif self.name == "gzip":  # (-Xstrategy applies to data blocks only)
+                meta = self._replace(gzip_strategies=0)
             else:
                 meta = self._replace(block_size=fmt.METADATA_SIZE)
             object.__setattr__(self, "_meta", meta)
@@ -118,7 +130,8 @@ class Codec:
     def _replace(self, **changes: object) -> "Codec":
         fields = dict(name=self.name, level=self.level, block_size=self.block_size, gzip_window=self.gzip_window,
                       xz_dict_size=self.xz_dict_size, impl=self.impl, lz4_hc=self.lz4_hc,
-                      lzo_algorithm=self.lzo_algorithm)
+                      lzo_algorithm=self.lzo_algorithm, gzip_strategies=self.gzip_strategies,
+                      xz_filters=self.xz_filters)
         fields.update(changes)
         return Codec(**fields)  # type: ignore[arg-type]
 
@@ -131,17 +144,32 @@ class Codec:
                 cctx = self._local.cctx = zstandard.ZstdCompressor(level=self.level)
             return cctx.compress(data)
         if impl == "zlib":
-            return zlib.compress(data, self.level, self.gzip_window)
+            if not self.gzip_strategies:
+                return zlib.compress(data, self.level, self.gzip_window)
+            outs = []
+            for strategy in _selected(self.gzip_strategies, GZIP_STRATEGY_IDS, "gzip strategy"):
+                c = zlib.compressobj(self.level, zlib.DEFLATED, self.gzip_window, 8, strategy)
+                outs.append(c.compress(data) + c.flush())
+            return min(outs, key=len)  # (min keeps the first of equal lengths, as mksquashfs does)
         if impl in ("libzstd", "liblzma"):
             if self._native is None:
                 if impl == "libzstd":
                     self._native = native.SystemZstd(self.level)
                 else:
-                    self._native = native.SystemXz(self.level, self.xz_dict_size or self.block_size)
+                    self._native = native.SystemXz(self.level, self.xz_dict_size or self.block_size,
+                                                   _selected(self.xz_filters, XZ_BCJ_IDS, "xz BCJ filter"))
             return self._native.compress(data)  # type: ignore[attr-defined]
+        if impl == "python-lzma" and self.name == "lzma":
+            # lzma_alone_encoder writes "size unknown" in the header; mksquashfs then fills in the size
+            filters = [{"id": lzma.FILTER_LZMA1, "preset": LZMA_PRESET, "dict_size": self.block_size}]
+            out = bytearray(lzma.compress(data, format=lzma.FORMAT_ALONE, filters=filters))
+            out[5:13] = len(data).to_bytes(8, "little")
+            return bytes(out)
         if impl == "python-lzma":
-            filters = [{"id": lzma.FILTER_LZMA2, "preset": self.level, "dict_size": self.xz_dict_size or self.block_size}]
-            return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
+            lzma2 = {"id": lzma.FILTER_LZMA2, "preset": self.level, "dict_size": self.xz_dict_size or self.block_size}
+            chains = [[lzma2]] + [[{"id": bcj}, lzma2] for bcj in _selected(self.xz_filters, XZ_BCJ_IDS, "xz BCJ filter")]
+            return min((lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=chain)
+                        for chain in chains), key=len)
         if impl in ("liblz4", "liblzo2"):
             if self._native is None:
                 self._native = (native.SystemLz4(self.lz4_hc, self.level) if impl == "liblz4"
@@ -164,10 +192,11 @@ class Codec:
         """The compressor-options payload mksquashfs would store, or None for defaults."""
         if self.name == "zstd" and self.level != ZSTD_DEFAULT_LEVEL:
             return _ZSTD_OPTIONS.pack(self.level)
-        if self.name == "gzip" and (self.level != GZIP_DEFAULT_LEVEL or self.gzip_window != GZIP_DEFAULT_WINDOW):
-            return _GZIP_OPTIONS.pack(self.level, self.gzip_window, 0)
-        if self.name == "xz" and self.xz_dict_size not in (0, self.block_size):
-            return _XZ_OPTIONS.pack(self.xz_dict_size, 0)
+        if self.name == "gzip" and (self.level != GZIP_DEFAULT_LEVEL or self.gzip_window != GZIP_DEFAULT_WINDOW
+                                    or self.gzip_strategies):
+            return _GZIP_OPTIONS.pack(self.level, self.gzip_window, self.gzip_strategies)
+        if self.name == "xz" and (self.xz_dict_size not in (0, self.block_size) or self.xz_filters):
+            return _XZ_OPTIONS.pack(self.xz_dict_size or self.block_size, self.xz_filters)
         if self.name == "lz4":  # always stored (the kernel refuses lz4 images without them)
             if self.level == (LZ4_HC_DEFAULT if self.lz4_hc else LZ4_ACC_DEFAULT):
                 return _LZ4_OPTIONS_V1.pack(LZ4_LEGACY, LZ4_HC if self.lz4_hc else 0)
@@ -216,6 +245,13 @@ class Codec:
         if dctx is None:
             dctx = self._local.dctx = zstandard.ZstdDecompressor(max_window_size=1 << 27)
         return dctx
+
+
+def _selected(mask: int, ids: tuple[int, ...], what: str) -> tuple[int, ...]:
+    """The entries of ``ids`` whose bits are set in ``mask``, in table order."""
+    if mask >> len(ids):
+        raise SquashfsError(f"{what} bits {mask:#x} include ones mksquashfs 4.5 does not have; blocks cannot be rebuilt")
+    return tuple(ident for bit, ident in enumerate(ids) if mask >> bit & 1)
 
 
 def _zstd_decompress(dctx: zstandard.ZstdDecompressor, data: bytes, limit: int) -> bytes:
@@ -312,9 +348,11 @@ def codec_for_image(compression: int, block_size: int, options: bytes | None, im
             if name == "zstd":
                 (codec.level,) = _ZSTD_OPTIONS.unpack_from(options)
             elif name == "gzip":
-                codec.level, codec.gzip_window, _ = _GZIP_OPTIONS.unpack_from(options)
+                codec.level, codec.gzip_window, codec.gzip_strategies = _GZIP_OPTIONS.unpack_from(options)
+                if codec.gzip_strategies == 1:  # "default" alone is how mksquashfs compresses without -Xstrategy
+                    codec.gzip_strategies = 0
             elif name == "xz":
-                codec.xz_dict_size, _ = _XZ_OPTIONS.unpack_from(options)
+                codec.xz_dict_size, codec.xz_filters = _XZ_OPTIONS.unpack_from(options)
             elif name == "lz4":
                 _lz4_options(codec, options, image)
             elif name == "lzo":

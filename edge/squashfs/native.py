@@ -148,15 +148,26 @@ class _Filter(ctypes.Structure):
 
 
 class SystemXz:
-    """liblzma's ``lzma_stream_buffer_encode`` with one LZMA2 filter and a CRC32 check, as mksquashfs does."""
+    """liblzma's ``lzma_stream_buffer_encode`` with a CRC32 check, as mksquashfs does: LZMA2 alone
+    and, for each BCJ filter given, that filter before LZMA2; the smallest result wins (the earliest
+    on a tie), as mksquashfs' ``-Xbcj`` picks per block."""
 
-    def __init__(self, preset: int, dict_size: int) -> None:
+    def __init__(self, preset: int, dict_size: int, bcj_ids: tuple[int, ...] = ()) -> None:
         self.preset = preset
         self.dict_size = dict_size
+        self.bcj_ids = bcj_ids
         self.lib = _liblzma()
 
     def compress(self, data: bytes) -> bytes:
         data = bytes(data)
+        best = self._encode(data, None)
+        for bcj in self.bcj_ids:
+            out = self._encode(data, bcj)
+            if len(out) < len(best):
+                best = out
+        return best
+
+    def _encode(self, data: bytes, bcj: int | None) -> bytes:
         lib = self.lib
         # lzma_options_lzma is larger than we care to mirror: lzma_lzma_preset fills a
         # generous zeroed buffer, and dict_size is its first field.
@@ -164,7 +175,9 @@ class SystemXz:
         if lib.lzma_lzma_preset(opts, self.preset):
             raise RuntimeError(f"lzma preset {self.preset} is not supported")
         ctypes.c_uint32.from_buffer(opts, 0).value = self.dict_size
-        filters = (_Filter * 2)((LZMA_FILTER_LZMA2, ctypes.addressof(opts)), (LZMA_VLI_UNKNOWN, None))
+        chain = [] if bcj is None else [(bcj, None)]
+        chain += [(LZMA_FILTER_LZMA2, ctypes.addressof(opts)), (LZMA_VLI_UNKNOWN, None)]
+        filters = (_Filter * len(chain))(*chain)
         cap = len(data) + len(data) // 3 + 1024
         out = ctypes.create_string_buffer(cap)
         pos = ctypes.c_size_t(0)

@@ -44,6 +44,10 @@ def _header(raw: bytes) -> dict:
     ("name", "lz5", "codec.name='lz5' is not one of"),
     ("lz4_hc", "yes", "codec.lz4_hc is not true or false"),
     ("lzo_algorithm", 7, "codec.lzo_algorithm=7 is not one of 0..4"),
+    ("gzip_strategies", 32, "codec.gzip_strategies=32 has bits past the 5 gzip strategies"),
+    ("gzip_strategies", "filtered", "codec.gzip_strategies is not a non-negative integer"),
+    ("xz_filters", 1 << 40, "has bits past the 6 xz BCJ filters"),
+    ("xz_filters", -1, "codec.xz_filters is not a non-negative integer"),
     ("impl", ["zstandard"], "codec.impl is not a string"),
 ])
 def test_codec_fields_out_of_range_are_refused_before_anything_is_done(tmp_path, pair, field, value, message):
@@ -80,7 +84,8 @@ json_values = st.recursive(
 @given(st.dictionaries(st.sampled_from(["format", "kind", "source", "target", "op_count", "codec", "sample_sha256",
                                         "stats", "ops_sha256", "generator"]), json_values),
        st.dictionaries(st.sampled_from(["name", "impl", "level", "block_size", "gzip_window", "xz_dict_size",
-                                        "source_compressor", "source_block_size", "lz4_hc", "lzo_algorithm"]),
+                                        "source_compressor", "source_block_size", "lz4_hc", "lzo_algorithm",
+                                        "gzip_strategies", "xz_filters"]),
                        json_values | st.sampled_from(["lz4", "lzo"])))
 def test_any_header_json_parses_or_is_refused_with_a_delta_error(top, codec):
     good = {"format": 2, "kind": "squashfs", "source": {"size": 1, "sha256": "0" * 64},
@@ -98,6 +103,7 @@ def test_any_header_json_parses_or_is_refused_with_a_delta_error(top, codec):
         assert dfmt.MIN_BLOCK_SIZE <= c["block_size"] <= dfmt.MAX_BLOCK_SIZE
         lo, hi = dfmt.CODEC_LEVELS[c["name"]]
         assert lo <= c["level"] <= hi
+        assert 0 <= c.get("gzip_strategies", 0) < 32 and 0 <= c.get("xz_filters", 0) < 64
         assert isinstance(c.get("lz4_hc", False), bool) and 0 <= c.get("lzo_algorithm", 4) <= 4
         if c["name"] == "lz4" and c.get("lz4_hc"):
             assert c["level"] <= 12

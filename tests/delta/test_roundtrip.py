@@ -54,6 +54,51 @@ def test_mksquashfs_images(tmp_path, comp):
     assert size < os.path.getsize(tmp_path / "new.sqfs") / 5
 
 
+def _with_a_program(entries: list[Entry], patched: bool) -> list[Entry]:
+    """The tree plus a real x86-64 program (this machine's bash), in the new tree with a few bytes
+    patched as a security fix would: xz's BCJ filter wins on most of its blocks."""
+    code = bytearray(open("/usr/bin/bash", "rb").read())
+    if patched:
+        for p in range(4096, len(code), len(code) // 7):
+            code[p : p + 6] = b"\x90" * 6
+    return [*entries, Entry("usr/bin/bash", Kind.FILE, mode=0o755, content=BytesContent(bytes(code)))]
+
+
+@pytest.mark.parametrize("options", [
+    "-comp xz -Xbcj x86", "-comp xz -Xbcj arm,x86,sparc -Xdict-size 64K", "-comp xz -Xbcj x86 -b 4K",
+    "-comp gzip -Xstrategy filtered", "-comp gzip -Xstrategy default,filtered,huffman_only,run_length_encoded,fixed",
+    "-comp lzma", "-comp xz -noI -noD -noF -noX", "-comp gzip -noD -noF",
+])
+def test_mksquashfs_per_block_choices_legacy_lzma_and_stored_images(tmp_path, options):
+    """mksquashfs compresses each data block with every -Xbcj filter (xz) or -Xstrategy (gzip) given and
+    keeps the smallest; legacy lzma writes the size into its header; -noD/-noI leave blocks stored.
+    Every one of these is rebuilt on the device: no block travels as a literal, and the delta applies."""
+    mk = require_tool("mksquashfs")
+    old_entries = _with_a_program(base_entries(4), patched=False)
+    new_entries = _with_a_program(edit(base_entries(4), 4), patched=True)
+    for entries, name in ((old_entries, "old"), (new_entries, "new")):
+        src = write_dir(entries, str(tmp_path / name))
+        run(mk, src, str(tmp_path / f"{name}.sqfs"), *options.split(), "-noappend", "-quiet", "-no-progress")
+    size, result = roundtrip(str(tmp_path), str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"))
+    assert result.kind == "squashfs" and result.unreproducible_blocks == 0
+    assert result.ops.get("blocks", 0) > 0
+    assert size < os.path.getsize(tmp_path / "new.sqfs") / 5
+
+
+def test_a_sample_comes_from_a_rebuilt_block_when_the_images_sample_blocks_do_not_serve(tmp_path, monkeypatch):
+    """The blocks make_delta samples to identify the compressor may all be damaged; a block that was
+    rebuilt and matched then serves as the sample the device checks before writing."""
+    import edge.delta.make as make_module
+
+    old = write(base_entries(6), str(tmp_path / "old.sqfs"), compressor="zstd", level=19)
+    new = write(edit(base_entries(6), 6), str(tmp_path / "new.sqfs"), compressor="zstd", level=19)
+    monkeypatch.setattr(make_module, "_codec_samples", lambda img, fd: [])
+    _, result = roundtrip(str(tmp_path), old, new)
+    assert result.unreproducible_blocks == 0 and result.ops.get("blocks", 0) > 0
+    info = json.loads(run_edge("delta", "info", str(tmp_path / "d.delta"), "--json").stdout)
+    assert info["sample_bytes"] > 0
+
+
 def test_compressor_change_between_versions(tmp_path):
     old = write(base_entries(3), str(tmp_path / "old.sqfs"), compressor="xz")
     new = write(edit(base_entries(3), 3), str(tmp_path / "new.sqfs"), compressor="zstd", level=19)
@@ -336,7 +381,8 @@ def test_random_pairs(tmp_path_factory, seed, changes, comp, bs, fragments, tail
 
 MKSQUASHFS_OPTIONS = ["-comp zstd", "-comp zstd -Xcompression-level 19", "-comp zstd -Xcompression-level 3", "-comp xz",
                       "-comp gzip", "-comp gzip -Xcompression-level 1", "-comp lz4", "-comp lz4 -Xhc", "-comp lzo",
-                      "-comp lzo -Xalgorithm lzo1x_1", "-comp lzo -Xalgorithm lzo1x_1_15", "-comp lzo -Xcompression-level 1"]
+                      "-comp lzo -Xalgorithm lzo1x_1", "-comp lzo -Xalgorithm lzo1x_1_15", "-comp lzo -Xcompression-level 1",
+                      "-comp xz -Xbcj x86", "-comp gzip -Xstrategy filtered,huffman_only", "-comp lzma"]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
