@@ -129,6 +129,42 @@ def _codec_samples(img: SquashfsImage, fd: int) -> list[tuple[int, bytes, bytes]
     return out
 
 
+def _pick_sample(codec: Codec, samples: list[tuple[int, bytes, bytes]]) -> bytes | None:
+    """The sample the delta carries, for the device to recompress before it writes anything.
+
+    Candidates are the first SAMPLE_BYTES of each sampled data block (the whole block when blocks
+    are smaller: zstd chooses its parameters by input size, and 32 KiB gets those of a 128 KiB
+    block, where 8 KiB would not) that the compressor neither leaves nearly as it is (random or
+    already-compressed data checks little of it) nor shrinks to almost nothing (runs of one byte).
+    The cheapest (its zstd frame in the delta) that tells this codec's implementation apart from the
+    other ones available here (a device with another library or version must fail the check) is
+    taken; if none does, the cheapest.
+    """
+    others = [codec.with_impl(impl) for impl in available_impls(codec.name) if impl != codec.impl]
+    want = min(SAMPLE_BYTES, codec.block_size)
+    candidates: dict[bytes, int] = {}
+    for mode, plain, _ in samples:
+        piece = bytes(plain[:SAMPLE_BYTES])
+        if mode == MODE_DATA and len(piece) == want and piece not in candidates:
+            cost = len(zstandard.ZstdCompressor(level=19).compress(piece))
+            if len(piece) // 50 <= cost <= len(piece) * 3 // 4:
+                candidates[piece] = cost
+    ranked = sorted(candidates, key=candidates.__getitem__)
+    for piece in ranked:
+        if not others or any(_differs(other, codec.compress(piece), piece) for other in others):
+            return piece
+    if ranked:
+        return ranked[0]
+    return next((plain for mode, plain, _ in samples if mode == MODE_DATA), samples[0][1] if samples else None)
+
+
+def _differs(other: Codec, ours: bytes, piece: bytes) -> bool:
+    try:
+        return other.compress(piece) != ours
+    except Exception:  # an implementation that cannot run here tells nothing
+        return False
+
+
 def reproducing_codec(img: SquashfsImage, fd: int) -> tuple[Codec | None, bytes | None]:
     """The codec implementation that recompresses this image's blocks byte for byte, and a sample block."""
     samples = _codec_samples(img, fd)
@@ -137,10 +173,7 @@ def reproducing_codec(img: SquashfsImage, fd: int) -> tuple[Codec | None, bytes 
         try:
             if all(rebuild_block(mode, plain, BLOCK_COMPRESSED, codec)[2 if mode == MODE_METADATA else 0:] == stored
                    for mode, plain, stored in samples):
-                sample = next((plain for mode, plain, _ in samples if mode == MODE_DATA), None)
-                if sample is None and samples:
-                    sample = samples[0][1]
-                return codec, sample
+                return codec, _pick_sample(codec, samples)
         except Exception:  # a native library that cannot run here is simply not a candidate
             continue
     return None, None

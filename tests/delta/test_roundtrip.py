@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edge.delta import apply_delta, make_delta
+from edge.squashfs.compressors import Codec
 from tests.conftest import require_tool, run
 from edge.squashfs import BytesContent, Entry, Kind
 from tests.conftest import run_edge
-from tests.delta.helpers import base_entries, code_blob, edit, write, write_dir
+from tests.delta.helpers import base_entries, code_blob, edit, text_blob, write, write_dir
 
 
 def roundtrip(tmp, old: str, new: str, **kw) -> tuple[int, object]:
@@ -97,6 +98,41 @@ def test_a_sample_comes_from_a_rebuilt_block_when_the_images_sample_blocks_do_no
     assert result.unreproducible_blocks == 0 and result.ops.get("blocks", 0) > 0
     info = json.loads(run_edge("delta", "info", str(tmp_path / "d.delta"), "--json").stdout)
     assert info["sample_bytes"] > 0
+
+
+def _sample_of(delta: str) -> bytes:
+    from edge.delta.format import DeltaReader
+    from edge.delta.patches import unzstd
+
+    with open(delta, "rb") as fh:
+        _, _, frame = DeltaReader(fh).preamble()
+    return unzstd(frame, 1 << 20)
+
+
+def test_the_sample_is_cheap_and_tells_the_implementations_apart(tmp_path):
+    """The sample (32 KiB of a block the device recompresses before writing anything) is the cheapest
+    sampled one on which the system libzstd and python-zstandard disagree: a device with another
+    library fails the check. The program that comes first in the image would cost about 17 KB in the
+    delta; the cheapest text block compresses the same with both libraries at level 15 (so the check
+    would pass on a device that cannot reproduce the blocks)."""
+    import random
+
+    mk = require_tool("mksquashfs")
+    rnd = random.Random(9)
+    entries = [Entry("", Kind.DIR, mode=0o755, mtime=1000),
+               Entry("a/bash", Kind.FILE, content=BytesContent(open("/usr/bin/bash", "rb").read()[:400_000]))]
+    entries += [Entry(f"b{i}.txt", Kind.FILE, content=BytesContent(text_blob(rnd, 150_000))) for i in range(6)]
+    for tree, name in ((entries, "old"), (edit(entries, 9, changes=3), "new")):
+        run(mk, write_dir(tree, str(tmp_path / name)), str(tmp_path / f"{name}.sqfs"), "-comp", "zstd",
+            "-noappend", "-quiet", "-no-progress")
+    _, result = roundtrip(str(tmp_path), str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"))
+    assert result.codec.startswith("libzstd")
+    info = json.loads(run_edge("delta", "info", str(tmp_path / "d.delta"), "--json").stdout)
+    assert 0 < info["sample_bytes"] < 8_000
+    sample = _sample_of(str(tmp_path / "d.delta"))
+    system = Codec(name="zstd", level=15, block_size=131072, impl="libzstd")
+    bundled = Codec(name="zstd", level=15, block_size=131072, impl="zstandard")
+    assert system.compress(sample) != bundled.compress(sample)
 
 
 def test_compressor_change_between_versions(tmp_path):
