@@ -225,7 +225,7 @@ def plan(source: SquashfsImage, target: SquashfsImage, source_fd: int, target_fd
         plain = len(raw) if not b.compressed else _plain_size(target, raw, bs, b.offset)
         wanted: list[int] = []
         for f in sorted(tails[index], key=lambda f: f.fragment_offset):
-            m = src.by_path.get(f.path) or (src.by_mask.get(_masked(f.path)) or [None])[0]
+            m = src.match(f, target)  # (by path, masked path, then content: a renamed small file)
             if m is not None and m.fragment is not None and m.fragment not in wanted:
                 wanted.append(m.fragment)
         sources = [src.fragment_block(i) for i in sorted(wanted[:MAX_FRAGMENT_SOURCES])]

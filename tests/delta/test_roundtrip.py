@@ -135,6 +135,26 @@ def test_the_sample_is_cheap_and_tells_the_implementations_apart(tmp_path):
     assert system.compress(sample) != bundled.compress(sample)
 
 
+def test_renamed_small_files_are_found_for_their_fragment_blocks(tmp_path):
+    """Small files live in fragment blocks; moving a tenth of them to another directory reorders those
+    blocks. Their content is found by content (as for whole blocks), so the fragments are patched
+    against the old fragments that held them: without that the delta was 14x larger (41,840 B)."""
+    import random
+
+    rnd = random.Random(3)
+    files = {f"etc/f{i:03d}.conf": rnd.randbytes(1500) for i in range(300)}
+    moved = {(f"z/{n}" if i % 10 == 3 else n): d for i, (n, d) in enumerate(files.items())}
+
+    def tree(named: dict[str, bytes]) -> list[Entry]:
+        return [Entry("", Kind.DIR, mode=0o755, mtime=1000)] + [Entry(n, Kind.FILE, content=BytesContent(d)) for n, d in named.items()]
+
+    old = write(tree(files), str(tmp_path / "old.sqfs"), compressor="zstd", level=19)
+    new = write(tree(moved), str(tmp_path / "new.sqfs"), compressor="zstd", level=19)
+    size, result = roundtrip(str(tmp_path), old, new)
+    assert result.unreproducible_blocks == 0
+    assert size < 6_000
+
+
 def test_compressor_change_between_versions(tmp_path):
     old = write(base_entries(3), str(tmp_path / "old.sqfs"), compressor="xz")
     new = write(edit(base_entries(3), 3), str(tmp_path / "new.sqfs"), compressor="zstd", level=19)
