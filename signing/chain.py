@@ -281,21 +281,23 @@ def _check_revocation(path: list[x509.Certificate], crls: RevocationList) -> Non
     for cert, issuer in zip(path, path[1:], strict=False):
         issuer_id = key_identifier(issuer)
         for crl in crls.crls:
-            if crl.issuer != issuer.subject:
-                continue
             try:
                 aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
             except x509.ExtensionNotFound:
                 aki = None
             except ValueError as exc:
                 raise RevocationListError(f"CRL of CN={common_name(crl, issuer=True)} has malformed extensions ({exc})") from None
-            if aki is not None and bytes(aki) != issuer_id:
+            same_key = aki is not None and bytes(aki) == issuer_id
+            if crl.issuer != issuer.subject:
+                # not this CA's name; one that names this CA's key must still be signed by it (a damaged
+                # issuer name would otherwise make a revocation silently vanish)
+                if same_key and not _crl_signed_by(crl, issuer):
+                    raise RevocationListError(f"a CRL carrying the authority key identifier of {describe(issuer)} "
+                                              f"is not signed by that CA (damaged or forged)")
+                continue
+            if aki is not None and not same_key:
                 continue  # another CA that happens to share the name
-            try:
-                valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-            except (ValueError, TypeError, UnsupportedAlgorithm):
-                valid = False
-            if not valid:
+            if not _crl_signed_by(crl, issuer):
                 raise RevocationListError(f"a CRL naming {describe(issuer)} as issuer is not signed by that CA")
             try:
                 ku = _extensions(issuer).get_extension_for_class(x509.KeyUsage).value
@@ -308,6 +310,13 @@ def _check_revocation(path: list[x509.Certificate], crls: RevocationList) -> Non
             if entry is not None:
                 when = entry.revocation_date_utc.strftime("%Y-%m-%d %H:%M:%SZ")
                 raise CertificateRevokedError(f"certificate {describe(cert)} was revoked by {describe(issuer)} on {when}")
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    try:
+        return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
 
 
 def _check_encoding(cert: x509.Certificate) -> None:

@@ -107,6 +107,6 @@ def parse_crls(data: bytes, name: str = "CRL") -> RevocationList:
         for crl in crls:
             for revoked in crl:  # parse every entry now, so a damaged CRL fails here and not mid-verification
                 _ = revoked.serial_number
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # (InvalidVersion: a damaged version field)
         raise RevocationListError(f"{name}: not a valid X.509 CRL ({str(exc).splitlines()[0] if str(exc) else 'parse error'})") from None
     return RevocationList(tuple(crls))

@@ -153,6 +153,32 @@ def test_crl_not_signed_by_its_issuer_is_refused(pki):
         validate(pki.leaves["ed25519"], pki.keyring(), crls=forged)
 
 
+def _crl_der(crl) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return crl.crls[0].public_bytes(Encoding.DER)
+
+
+def test_a_crl_with_a_damaged_issuer_name_does_not_silently_drop_its_revocations(pki):
+    """One flipped bit in the CRL's issuer name: it still carries the root's key identifier, so it is
+    checked against the root's key (and fails) instead of being taken for another CA's CRL, which
+    let the revoked certificate through."""
+    der = _crl_der(crl_for(pki.root, pki.leaves["revoked"]))
+    damaged = der.replace(b"Edge Root CA", b"Edge Poot CA", 1)
+    assert damaged != der
+    crls = parse_crls(damaged, "crl.der")
+    for who in ("revoked", "ed25519"):
+        with pytest.raises(RevocationListError, match="authority key identifier of CN=Edge Root CA .* not signed by that CA"):
+            validate(pki.leaves[who], pki.keyring(), crls=crls)
+
+
+def test_a_crl_with_a_damaged_version_is_a_revocation_list_error(pki):
+    der = _crl_der(crl_for(pki.root, pki.leaves["revoked"]))
+    at = der.index(b"\x02\x01\x01")  # the tbsCertList's version (v2)
+    with pytest.raises(RevocationListError, match=r"crl.der: not a valid X.509 CRL \(3 is not a valid CRL version\)"):
+        parse_crls(der[:at] + b"\x02\x01\x03" + der[at + 3:], "crl.der")
+
+
 def test_crl_of_a_same_named_other_ca_is_ignored(pki):
     crl = crl_for(pki.other_root, pki.leaves["ed25519"])  # other CA, same CN, different key identifier
     validate(pki.leaves["ed25519"], pki.keyring(), crls=crl)
