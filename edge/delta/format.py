@@ -27,7 +27,7 @@ from .errors import CorruptDeltaError, TruncatedDeltaError
 
 MAGIC = b"EDGEDELT"
 VERSION = 3  # 2 added ENC_BSDIFF, 3 added OP_PATCH_TARGET; older deltas (subsets) are still read
-READABLE_VERSIONS = frozenset({1, 2, 3})
+READABLE_VERSIONS = frozenset({1, 2, 3, 4})
 PREAMBLE = struct.Struct("<8sII")
 MAX_HEADER = 1 << 20
 MAX_SAMPLE = 1 << 20
@@ -304,9 +304,16 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def format_version(ops: list[Op]) -> int:
-    """The oldest format version that holds ``ops``, so devices with an older Edge still take every
-    delta that does not need the newer op (2 when no patch refers to the target)."""
+def format_version(ops: list[Op], codec: dict | None = None, sample: bool = True) -> int:
+    """The oldest format version that holds the delta, so devices with an older Edge still take every
+    delta that does not need what a newer version added: 4 when rebuilding its blocks needs what
+    version 4 added (mksquashfs' per-block choices ``gzip_strategies``/``xz_filters``, legacy lzma
+    blocks, BLOCKS ops that only store blocks and so carry no sample), an older Edge would rebuild
+    those blocks differently or refuse the ops as corrupt; 3 when a patch refers to the target; else 2."""
+    if codec and (codec.get("gzip_strategies") or codec.get("xz_filters") or codec.get("name") == "lzma"):
+        return 4
+    if not sample and any(isinstance(op, Blocks) for op in ops):
+        return 4
     return 3 if any(isinstance(op, Patch) and op.targets for op in ops) else 2
 
 

@@ -407,6 +407,7 @@ def make_delta(
             ops_hash.update(raw)
         ops_hash.update(dfmt.END)
         _check_limits(encoded)
+        codec_header = _codec_header(codec, s_img) if kind == "squashfs" else None
         header = Header(
             kind=kind,
             source_size=ssize,
@@ -414,11 +415,11 @@ def make_delta(
             target_size=tsize,
             target_sha256=file_sha256(tfd, tsize),
             op_count=len(ops),
-            codec=_codec_header(codec, s_img) if kind == "squashfs" else None,
+            codec=codec_header,
             sample_sha256=hashlib.sha256(codec.compress(sample)).hexdigest() if codec is not None and sample else None,
             generator=f"edge {__version__}",
             ops_sha256=ops_hash.hexdigest(),
-            version=dfmt.format_version(ops),
+            version=dfmt.format_version(ops, codec_header, sample is not None),
         )
         result = MakeResult(out, 0, kind, codec.impl_version if codec else None, ssize, tsize,
                             header.source_sha256, header.target_sha256, unreproducible_blocks=enc.unreproducible,

@@ -84,6 +84,9 @@ def test_mksquashfs_per_block_choices_legacy_lzma_and_stored_images(tmp_path, op
     assert result.kind == "squashfs" and result.unreproducible_blocks == 0
     assert result.ops.get("blocks", 0) > 0
     assert size < os.path.getsize(tmp_path / "new.sqfs") / 5
+    # format 4 where an older Edge would rebuild these blocks differently (it refuses 4 before writing)
+    info = json.loads(run_edge("delta", "info", str(tmp_path / "d.delta"), "--json").stdout)
+    assert info["format"] == (4 if options != "-comp gzip -noD -noF" else 2)
 
 
 def test_a_sample_comes_from_a_rebuilt_block_when_the_images_sample_blocks_do_not_serve(tmp_path, monkeypatch):
