@@ -102,31 +102,48 @@ def _without_path(message: str, path: str) -> str:
     return message[len(path) + 2:] if message.startswith(f"{path}: ") else message
 
 
-def _codec_samples(img: SquashfsImage, fd: int) -> list[tuple[int, bytes, bytes]]:
-    """A few (mode, plain, stored) blocks of the image to identify its compressor implementation."""
+def _codec_samples(img: SquashfsImage, fd: int, files: int = 12, fragments: int = 4, metadata: int = 2,
+                   budget: int = 1 << 62) -> list[tuple[int, bytes, bytes]]:
+    """(mode, plain, stored) blocks of the image to identify its compressor implementation: the first
+    compressed block of ``files`` files spread over the image, ``fragments`` fragment blocks, and up to
+    ``metadata`` compressed metadata blocks of each table (-noI leaves the inode and directory tables
+    stored), until ``budget`` plain bytes."""
     out: list[tuple[int, bytes, bytes]] = []
+    used = 0
 
     def add(mode: int, raw: bytes, limit: int) -> None:
+        nonlocal used
+        if used >= budget:
+            return
         try:
-            out.append((mode, img.codec.decompress(raw, limit), raw))
+            plain = img.codec.decompress(raw, limit)
         except CodecError:
-            pass  # a damaged block is no sample (make_delta notes it when it gets to that block)
+            return  # a damaged block is no sample (make_delta notes it when it gets to that block)
+        out.append((mode, plain, raw))
+        used += len(plain)
 
     lay = img.layout()
     bs = img.superblock.block_size
-    files = [f for f in lay.files if any(b.stored_size and b.compressed for b in f.blocks)]
-    step = max(1, len(files) // 12)
-    for f in files[::step][:12]:
+    with_blocks = [f for f in lay.files if any(b.stored_size and b.compressed for b in f.blocks)]
+    step = max(1, len(with_blocks) // files)
+    for f in with_blocks[::step][:files]:
         b = next(b for b in f.blocks if b.stored_size and b.compressed)
         add(MODE_DATA, os.pread(fd, b.stored_size, b.offset), bs)
-    for b in lay.fragments[:4]:
-        if b.compressed:
-            add(MODE_DATA, os.pread(fd, b.stored_size, b.offset), bs)
-    for t in lay.tables[:1]:
-        for b in t.metadata_blocks[:2]:
-            if b.compressed:
-                add(MODE_METADATA, os.pread(fd, b.stored_size, b.offset + 2), sqfmt.METADATA_SIZE)
+    for b in [b for b in lay.fragments if b.compressed][:fragments]:
+        add(MODE_DATA, os.pread(fd, b.stored_size, b.offset), bs)
+    for t in lay.tables:
+        for b in [b for b in t.metadata_blocks if b.compressed][:metadata]:
+            add(MODE_METADATA, os.pread(fd, b.stored_size, b.offset + 2), sqfmt.METADATA_SIZE)
     return out
+
+
+def _reproduced(codec: Codec, samples: list[tuple[int, bytes, bytes]]) -> int:
+    """How many of ``samples`` ``codec`` rebuilds byte for byte (-1: it cannot run here)."""
+    try:
+        return sum(rebuild_block(mode, plain, BLOCK_COMPRESSED, codec)[2 if mode == MODE_METADATA else 0:] == stored
+                   for mode, plain, stored in samples)
+    except Exception:  # a native library that cannot run here is simply not a candidate
+        return -1
 
 
 def _pick_sample(codec: Codec, samples: list[tuple[int, bytes, bytes]]) -> bytes | None:
@@ -166,17 +183,22 @@ def _differs(other: Codec, ours: bytes, piece: bytes) -> bool:
 
 
 def reproducing_codec(img: SquashfsImage, fd: int) -> tuple[Codec | None, bytes | None]:
-    """The codec implementation that recompresses this image's blocks byte for byte, and a sample block."""
+    """The codec implementation that recompresses this image's blocks byte for byte, and a sample block.
+
+    When more than one implementation rebuilds every sample (small blocks, such as 4 KiB ones, often
+    come out the same from libzstd 1.5.4 and python-zstandard's 1.5.7, while others do not), more
+    blocks are tried (up to 4 MiB of content) and the one that rebuilds the most is taken, the first
+    on a tie."""
     samples = _codec_samples(img, fd)
-    for impl in available_impls(img.codec.name):
-        codec = img.codec.with_impl(impl)
-        try:
-            if all(rebuild_block(mode, plain, BLOCK_COMPRESSED, codec)[2 if mode == MODE_METADATA else 0:] == stored
-                   for mode, plain, stored in samples):
-                return codec, _pick_sample(codec, samples)
-        except Exception:  # a native library that cannot run here is simply not a candidate
-            continue
-    return None, None
+    codecs = [img.codec.with_impl(impl) for impl in available_impls(img.codec.name)]
+    passing = [c for c in codecs if _reproduced(c, samples) == len(samples)]
+    if len(passing) > 1:
+        more = _codec_samples(img, fd, files=256, fragments=64, metadata=16, budget=4 << 20)
+        scores = [_reproduced(c, more) for c in passing]
+        passing = [passing[scores.index(max(scores))]]
+    if not passing:
+        return None, None
+    return passing[0], _pick_sample(passing[0], samples)
 
 
 class _Encoder:

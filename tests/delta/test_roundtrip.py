@@ -89,6 +89,26 @@ def test_mksquashfs_per_block_choices_legacy_lzma_and_stored_images(tmp_path, op
     assert info["format"] == (4 if options != "-comp gzip -noD -noF" else 2)
 
 
+def test_the_compressor_library_is_told_apart_when_the_samples_tie(tmp_path):
+    """zstd level 19, 4 KiB blocks, stored inode and directory tables, and files whose first blocks are
+    runs of one line: every sampled block comes out the same from python-zstandard and the system
+    libzstd (which mksquashfs used), so the first library was taken, and the blocks of real text it
+    compresses differently travelled as literals. More blocks now decide between libraries that tie."""
+    import random
+
+    mk = require_tool("mksquashfs")
+    rnd = random.Random(1)
+    entries = [Entry("", Kind.DIR, mode=0o755, mtime=1000)]
+    entries += [Entry(f"many/file-{i:04d}", Kind.FILE, content=BytesContent((b"text %d\n" % i) * rnd.randint(700, 3000)))
+                for i in range(30)]
+    entries.append(Entry("many/file-0015b", Kind.FILE, content=BytesContent(b"header\n" * 600 + text_blob(rnd, 200_000))))
+    for tree, name in ((entries, "old"), (edit(entries, 1, changes=4), "new")):
+        run(mk, write_dir(tree, str(tmp_path / name)), str(tmp_path / f"{name}.sqfs"), "-comp", "zstd",
+            "-Xcompression-level", "19", "-b", "4K", "-noI", "-noappend", "-quiet", "-no-progress")
+    _, result = roundtrip(str(tmp_path), str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"))
+    assert result.codec.startswith("libzstd") and result.unreproducible_blocks == 0
+
+
 def test_a_sample_comes_from_a_rebuilt_block_when_the_images_sample_blocks_do_not_serve(tmp_path, monkeypatch):
     """The blocks make_delta samples to identify the compressor may all be damaged; a block that was
     rebuilt and matched then serves as the sample the device checks before writing."""
@@ -96,7 +116,7 @@ def test_a_sample_comes_from_a_rebuilt_block_when_the_images_sample_blocks_do_no
 
     old = write(base_entries(6), str(tmp_path / "old.sqfs"), compressor="zstd", level=19)
     new = write(edit(base_entries(6), 6), str(tmp_path / "new.sqfs"), compressor="zstd", level=19)
-    monkeypatch.setattr(make_module, "_codec_samples", lambda img, fd: [])
+    monkeypatch.setattr(make_module, "_codec_samples", lambda img, fd, **more: [])
     _, result = roundtrip(str(tmp_path), old, new)
     assert result.unreproducible_blocks == 0 and result.ops.get("blocks", 0) > 0
     info = json.loads(run_edge("delta", "info", str(tmp_path / "d.delta"), "--json").stdout)
