@@ -104,9 +104,10 @@ def parse_crls(data: bytes, name: str = "CRL") -> RevocationList:
             raise RevocationListError(f"{name}: holds no PEM X509 CRL")
         else:
             crls.append(x509.load_der_x509_crl(data))
-        for crl in crls:
-            for revoked in crl:  # parse every entry now, so a damaged CRL fails here and not mid-verification
-                _ = revoked.serial_number
+        for crl in crls:  # parse the lazily parsed fields now, so a damaged CRL fails here, naming its
+            _ = crl.issuer  # file, and not mid-verification as "a certificate on the chain is malformed"
+            for revoked in crl:
+                _ = revoked.serial_number, revoked.revocation_date_utc
     except (ValueError, x509.InvalidVersion) as exc:  # (InvalidVersion: a damaged version field)
         raise RevocationListError(f"{name}: not a valid X.509 CRL ({str(exc).splitlines()[0] if str(exc) else 'parse error'})") from None
     return RevocationList(tuple(crls))

@@ -172,6 +172,18 @@ def test_a_crl_with_a_damaged_issuer_name_does_not_silently_drop_its_revocations
             validate(pki.leaves[who], pki.keyring(), crls=crls)
 
 
+def test_a_crl_with_a_damaged_issuer_name_encoding_is_refused_when_read_naming_its_file(pki):
+    """The issuer's CN string tag changed from UTF8String to a tag not allowed there: cryptography
+    parses the name lazily, so this used to surface during validation as "a certificate on the chain
+    is malformed"."""
+    der = _crl_der(crl_for(pki.root, pki.leaves["revoked"]))
+    at = der.index(b"Edge Root CA") - 2  # the string's tag, then its length
+    assert der[at] == 0x0C  # UTF8String
+    damaged = der[:at] + b"\x0d" + der[at + 1:]
+    with pytest.raises(RevocationListError, match=r"^crl.der: not a valid X.509 CRL"):
+        parse_crls(damaged, "crl.der")
+
+
 def test_a_crl_with_a_damaged_version_is_a_revocation_list_error(pki):
     der = _crl_der(crl_for(pki.root, pki.leaves["revoked"]))
     at = der.index(b"\x02\x01\x01")  # the tbsCertList's version (v2)
