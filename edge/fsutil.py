@@ -143,6 +143,12 @@ def saved_head(text: object, length: int) -> bytes | None:
     return head if len(head) == length else None
 
 
+def remove_if_present(path: str | os.PathLike[str]) -> None:
+    """Remove a file that may already be gone (a state or checkpoint file)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(os.fspath(path), os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -40,7 +40,8 @@ from typing import BinaryIO
 import zstandard
 
 from edge.errors import InputFileError
-from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, replace_file, saved_head, sha256_prefix
+from edge.fsutil import (HEAD_HELD_BACK, HeldBackWriter, ShortFileError, remove_if_present, replace_file, saved_head,
+                         sha256_prefix)
 from edge.memory import return_large_buffers_promptly
 from edge.storage import missing_device, overlap
 from edge.squashfs.compressors import IMPLS, LZO1X_999, Codec, CodecError, available_impls
@@ -86,10 +87,16 @@ class ApplyResult:
 @contextlib.contextmanager
 def open_delta(delta: str | DeltaOpener) -> Iterator[BinaryIO]:
     """The delta as one stream from its first byte: a path, "-" (standard input), a pipe, or an opener."""
+    with _delta_opener(delta) as opener, opener(0) as stream:
+        yield stream
+
+
+@contextlib.contextmanager
+def _delta_opener(delta: str | DeltaOpener) -> Iterator[DeltaOpener]:
+    """``_opener(delta)``, closing the one stream of a pipe or standard input afterwards."""
     opener = _opener(delta)
     try:
-        with opener(0) as stream:
-            yield stream
+        yield opener
     finally:
         if isinstance(opener, _ForwardOnly):
             opener.close()
@@ -276,13 +283,6 @@ def _save_state(path: str, state: dict) -> None:
     replace_file(path, json.dumps(state).encode(), mode=0o600)
 
 
-def _drop_state(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def apply_delta(
     source: str,
     delta: str | DeltaOpener,
@@ -305,13 +305,9 @@ def apply_delta(
     target is cut to the image's size unless ``truncate`` is False (a file standing in for a slot
     keeps its size, as a partition would).
     """
-    opener = _opener(delta)
-    try:
+    with _delta_opener(delta) as opener:
         return _apply(source, delta, opener, target, state_path, progress, workers, on_checkpoint, checkpoint_bytes,
                       on_start, truncate)
-    finally:
-        if isinstance(opener, _ForwardOnly):
-            opener.close()
 
 
 def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: str, state_path: str | None,
@@ -367,7 +363,7 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
                 # the checkpoint did not lead to this delta's image (another delta with the same header,
                 # a target changed since, a damaged state file): start over once, from the first op
                 if isinstance(opener, _ForwardOnly):  # ... which a pipe cannot give again: the next run will
-                    _drop_state(state_path)
+                    remove_if_present(state_path)
                     raise DeltaError(f"{name}: resuming from the checkpoint in {state_path} did not give this delta's "
                                      f"image ({exc}); the checkpoint is removed: run the apply again") from None
                 return _run(*args, resume=False)
@@ -537,7 +533,7 @@ def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: in
             checkpoint("invalid")
             raise TargetMismatchError(f"{target}: the written image {problem}; the target has been marked invalid")
         out.seal()
-        _drop_state(state_path)
+        remove_if_present(state_path)
     except (CorruptDeltaError, TargetMismatchError) as exc:
         if resumed_at is not None:
             exc.after_resume = True  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from edge.squashfs.native import LZO1X_999
 from .errors import CorruptDeltaError, TruncatedDeltaError
 
 MAGIC = b"EDGEDELT"
-VERSION = 3  # 2 added ENC_BSDIFF, 3 added OP_PATCH_TARGET; older deltas (subsets) are still read
+VERSION = 4  # 2 added ENC_BSDIFF, 3 OP_PATCH_TARGET, 4 what format_version says; older deltas (subsets) are still read
 READABLE_VERSIONS = frozenset({1, 2, 3, 4})
 PREAMBLE = struct.Struct("<8sII")
 MAX_HEADER = 1 << 20
@@ -304,7 +304,7 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def format_version(ops: list[Op], codec: dict | None = None, sample: bool = True) -> int:
+def format_version(ops: list[Op], codec: dict | None = None) -> int:
     """The oldest format version that holds the delta, so devices with an older Edge still take every
     delta that does not need what a newer version added: 4 when rebuilding its blocks needs what
     version 4 added (mksquashfs' per-block choices ``gzip_strategies``/``xz_filters``, legacy lzma
@@ -312,7 +312,8 @@ def format_version(ops: list[Op], codec: dict | None = None, sample: bool = True
     those blocks differently or refuse the ops as corrupt; 3 when a patch refers to the target; else 2."""
     if codec and (codec.get("gzip_strategies") or codec.get("xz_filters") or codec.get("name") == "lzma"):
         return 4
-    if not sample and any(isinstance(op, Blocks) for op in ops):
+    blocks = [op for op in ops if isinstance(op, Blocks)]
+    if blocks and not any(BLOCK_COMPRESSED in op.flags for op in blocks):  # (then the delta has no sample)
         return 4
     return 3 if any(isinstance(op, Patch) and op.targets for op in ops) else 2
 

@@ -168,18 +168,22 @@ def _pick_sample(codec: Codec, samples: list[tuple[int, bytes, bytes]]) -> bytes
                 candidates[piece] = cost
     ranked = sorted(candidates, key=candidates.__getitem__)
     for piece in ranked:
-        if not others or any(_differs(other, codec.compress(piece), piece) for other in others):
+        if not others or _told_apart(codec.compress(piece), piece, others):
             return piece
     if ranked:
         return ranked[0]
     return next((plain for mode, plain, _ in samples if mode == MODE_DATA), samples[0][1] if samples else None)
 
 
-def _differs(other: Codec, ours: bytes, piece: bytes) -> bool:
-    try:
-        return other.compress(piece) != ours
-    except Exception:  # an implementation that cannot run here tells nothing
-        return False
+def _told_apart(ours: bytes, piece: bytes, others: list[Codec]) -> bool:
+    """True when one of ``others`` compresses ``piece`` to something else than ``ours``."""
+    for other in others:
+        try:
+            if other.compress(piece) != ours:
+                return True
+        except Exception:  # an implementation that cannot run here tells nothing
+            continue
+    return False
 
 
 def reproducing_codec(img: SquashfsImage, fd: int) -> tuple[Codec | None, bytes | None]:
@@ -441,7 +445,7 @@ def make_delta(
             sample_sha256=hashlib.sha256(codec.compress(sample)).hexdigest() if codec is not None and sample else None,
             generator=f"edge {__version__}",
             ops_sha256=ops_hash.hexdigest(),
-            version=dfmt.format_version(ops, codec_header, sample is not None),
+            version=dfmt.format_version(ops, codec_header),
         )
         result = MakeResult(out, 0, kind, codec.impl_version if codec else None, ssize, tsize,
                             header.source_sha256, header.target_sha256, unreproducible_blocks=enc.unreproducible,

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 from bsp.bootctl import BootControl, make_backend
 from bsp.bootctl.base import other_slot
 from edge.errors import EdgeError
-from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, saved_head
+from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, remove_if_present, saved_head
 
 from .config import DeviceConfig
 from .errors import DeviceError
@@ -231,10 +231,7 @@ class Installer:
         return not os.path.exists(self._delta_state_path(target)) and self._slot_holds(target_path, sha256, size)
 
     def _discard_delta_state(self, target: str) -> None:
-        try:
-            os.unlink(self._delta_state_path(target))
-        except FileNotFoundError:
-            pass
+        remove_if_present(self._delta_state_path(target))
 
     def _delta_state_path(self, target: str) -> str:
         return os.path.join(self.config.state_dir, f"delta-apply-{target}.json")

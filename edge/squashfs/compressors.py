@@ -42,13 +42,12 @@ _LZO_OPTIONS = struct.Struct("<ii")  # algorithm, compression level (lzo1x_999 o
 LZ4_LEGACY, LZ4_HC, LZ4_NON_DEFAULT = 1, 1, 2
 LZ4_ACC_DEFAULT, LZ4_HC_DEFAULT = 1, 12  # mksquashfs: LZ4_compress_default / LZ4_compress_HC at LZ4HC_CLEVEL_MAX
 LZO_DEFAULT_LEVEL = 8
-# mksquashfs -Xstrategy (gzip) and -Xbcj (xz): bit i of the options' bitmask selects entry i; data
+# mksquashfs -Xstrategy (gzip: default, filtered, huffman_only, run_length_encoded, fixed) and -Xbcj
+# (xz: x86, powerpc, ia64, arm, armthumb, sparc): bit i of the options' bitmask selects entry i; data
 # blocks are compressed with each selected one in turn and the smallest result is kept
 GZIP_STRATEGY_IDS = (zlib.Z_DEFAULT_STRATEGY, zlib.Z_FILTERED, zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE, zlib.Z_FIXED)
-GZIP_STRATEGY_NAMES = ("default", "filtered", "huffman_only", "run_length_encoded", "fixed")
 XZ_BCJ_IDS = (lzma.FILTER_X86, lzma.FILTER_POWERPC, lzma.FILTER_IA64, lzma.FILTER_ARM, lzma.FILTER_ARMTHUMB,
               lzma.FILTER_SPARC)
-XZ_BCJ_NAMES = ("x86", "powerpc", "ia64", "arm", "armthumb", "sparc")
 LZMA_PRESET = 5  # mksquashfs' legacy lzma (lzma_xz_wrapper.c): preset 5, dictionary = block size
 
 

@@ -160,12 +160,7 @@ class SystemXz:
 
     def compress(self, data: bytes) -> bytes:
         data = bytes(data)
-        best = self._encode(data, None)
-        for bcj in self.bcj_ids:
-            out = self._encode(data, bcj)
-            if len(out) < len(best):
-                best = out
-        return best
+        return min((self._encode(data, bcj) for bcj in (None, *self.bcj_ids)), key=len)  # (first of equals)
 
     def _encode(self, data: bytes, bcj: int | None) -> bytes:
         lib = self.lib
