@@ -8,6 +8,7 @@ import struct
 from dataclasses import replace
 
 from edge.squashfs import BytesContent, Entry, Kind, Tree, WriterOptions, write_image
+from tests.conftest import require_tool, run
 from tests.squashfs.helpers import CAP_NET_RAW
 
 CAP_NET_ADMIN = bytes.fromhex("0100000200100000000000000000000000000000")
@@ -127,3 +128,14 @@ def code_blob(seed: int, count: int, shift: int = 0, insert_at: int | None = Non
         addr = 0x401000 + rnd.randrange(0, 0x80000) * 4
         out += bytes([opcode]) + struct.pack("<I", addr + (shift if addr >= 0x580000 else 0)) + bytes([rnd.choice([0x90, 0xC3, 0x5D])])
     return bytes(out)
+
+
+def mksquashfs_pair(tmp: str, old: list[Entry], new: list[Entry], *options: str) -> tuple[str, str]:
+    """old.sqfs and new.sqfs in ``tmp``, written by the real mksquashfs from the two trees with ``options``."""
+    mk = require_tool("mksquashfs")
+    images = []
+    for name, entries in (("old", old), ("new", new)):
+        image = os.path.join(tmp, f"{name}.sqfs")
+        run(mk, write_dir(entries, os.path.join(tmp, name)), image, *options, "-noappend", "-quiet", "-no-progress")
+        images.append(image)
+    return images[0], images[1]

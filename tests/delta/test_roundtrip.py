@@ -11,10 +11,9 @@ from hypothesis import strategies as st
 
 from edge.delta import apply_delta, make_delta
 from edge.squashfs.compressors import Codec
-from tests.conftest import require_tool, run
 from edge.squashfs import BytesContent, Entry, Kind
 from tests.conftest import run_edge
-from tests.delta.helpers import base_entries, code_blob, edit, text_blob, write, write_dir
+from tests.delta.helpers import base_entries, code_blob, edit, mksquashfs_pair, text_blob, write
 
 
 def roundtrip(tmp, old: str, new: str, **kw) -> tuple[int, object]:
@@ -43,12 +42,8 @@ def test_edge_images_every_compressor(tmp_path, comp, level, fragments):
                                   "lzo -Xalgorithm lzo1x_1", "lzo -Xalgorithm lzo1x_1_11", "lzo -Xalgorithm lzo1x_1_12",
                                   "lzo -Xalgorithm lzo1x_1_15", "lzo -Xcompression-level 3"])
 def test_mksquashfs_images(tmp_path, comp):
-    mk = require_tool("mksquashfs")
-    a = write_dir(base_entries(2), str(tmp_path / "a"))
-    b = write_dir(edit(base_entries(2), 2), str(tmp_path / "b"))
-    for src, img in ((a, "old.sqfs"), (b, "new.sqfs")):
-        run(mk, src, str(tmp_path / img), "-comp", *comp.split(), "-noappend", "-quiet", "-no-progress")
-    size, result = roundtrip(str(tmp_path), str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"))
+    old, new = mksquashfs_pair(str(tmp_path), base_entries(2), edit(base_entries(2), 2), "-comp", *comp.split())
+    size, result = roundtrip(str(tmp_path), old, new)
     assert result.kind == "squashfs"
     assert result.unreproducible_blocks == 0, "system libzstd / liblzma / zlib / liblz4 / liblzo2 reproduce mksquashfs blocks"
     assert result.ops.get("blocks", 0) > 0
@@ -74,13 +69,9 @@ def test_mksquashfs_per_block_choices_legacy_lzma_and_stored_images(tmp_path, op
     """mksquashfs compresses each data block with every -Xbcj filter (xz) or -Xstrategy (gzip) given and
     keeps the smallest; legacy lzma writes the size into its header; -noD/-noI leave blocks stored.
     Every one of these is rebuilt on the device: no block travels as a literal, and the delta applies."""
-    mk = require_tool("mksquashfs")
-    old_entries = _with_a_program(base_entries(4), patched=False)
-    new_entries = _with_a_program(edit(base_entries(4), 4), patched=True)
-    for entries, name in ((old_entries, "old"), (new_entries, "new")):
-        src = write_dir(entries, str(tmp_path / name))
-        run(mk, src, str(tmp_path / f"{name}.sqfs"), *options.split(), "-noappend", "-quiet", "-no-progress")
-    size, result = roundtrip(str(tmp_path), str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"))
+    old, new = mksquashfs_pair(str(tmp_path), _with_a_program(base_entries(4), patched=False),
+                               _with_a_program(edit(base_entries(4), 4), patched=True), *options.split())
+    size, result = roundtrip(str(tmp_path), old, new)
     assert result.kind == "squashfs" and result.unreproducible_blocks == 0
     assert result.ops.get("blocks", 0) > 0
     assert size < os.path.getsize(tmp_path / "new.sqfs") / 5
@@ -96,16 +87,14 @@ def test_the_compressor_library_is_told_apart_when_the_samples_tie(tmp_path):
     compresses differently travelled as literals. More blocks now decide between libraries that tie."""
     import random
 
-    mk = require_tool("mksquashfs")
     rnd = random.Random(1)
     entries = [Entry("", Kind.DIR, mode=0o755, mtime=1000)]
     entries += [Entry(f"many/file-{i:04d}", Kind.FILE, content=BytesContent((b"text %d\n" % i) * rnd.randint(700, 3000)))
                 for i in range(30)]
     entries.append(Entry("many/file-0015b", Kind.FILE, content=BytesContent(b"header\n" * 600 + text_blob(rnd, 200_000))))
-    for tree, name in ((entries, "old"), (edit(entries, 1, changes=4), "new")):
-        run(mk, write_dir(tree, str(tmp_path / name)), str(tmp_path / f"{name}.sqfs"), "-comp", "zstd",
-            "-Xcompression-level", "19", "-b", "4K", "-noI", "-noappend", "-quiet", "-no-progress")
-    _, result = roundtrip(str(tmp_path), str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"))
+    old, new = mksquashfs_pair(str(tmp_path), entries, edit(entries, 1, changes=4), "-comp", "zstd",
+                               "-Xcompression-level", "19", "-b", "4K", "-noI")
+    _, result = roundtrip(str(tmp_path), old, new)
     assert result.codec.startswith("libzstd") and result.unreproducible_blocks == 0
 
 
@@ -140,15 +129,12 @@ def test_the_sample_is_cheap_and_tells_the_implementations_apart(tmp_path):
     would pass on a device that cannot reproduce the blocks)."""
     import random
 
-    mk = require_tool("mksquashfs")
     rnd = random.Random(9)
     entries = [Entry("", Kind.DIR, mode=0o755, mtime=1000),
                Entry("a/bash", Kind.FILE, content=BytesContent(open("/usr/bin/bash", "rb").read()[:400_000]))]
     entries += [Entry(f"b{i}.txt", Kind.FILE, content=BytesContent(text_blob(rnd, 150_000))) for i in range(6)]
-    for tree, name in ((entries, "old"), (edit(entries, 9, changes=3), "new")):
-        run(mk, write_dir(tree, str(tmp_path / name)), str(tmp_path / f"{name}.sqfs"), "-comp", "zstd",
-            "-noappend", "-quiet", "-no-progress")
-    _, result = roundtrip(str(tmp_path), str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"))
+    old, new = mksquashfs_pair(str(tmp_path), entries, edit(entries, 9, changes=3), "-comp", "zstd")
+    _, result = roundtrip(str(tmp_path), old, new)
     assert result.codec.startswith("libzstd")
     info = json.loads(run_edge("delta", "info", str(tmp_path / "d.delta"), "--json").stdout)
     assert 0 < info["sample_bytes"] < 8_000
@@ -471,14 +457,11 @@ MKSQUASHFS_OPTIONS = ["-comp zstd", "-comp zstd -Xcompression-level 19", "-comp 
 def test_random_mksquashfs_pairs(tmp_path_factory, seed, changes, options, bs, frag, dedup):
     """Random trees and edits written by the real mksquashfs with every compressor it has: the applied
     image is byte-identical to the new one and every block is rebuilt, none shipped as a literal."""
-    mk = require_tool("mksquashfs")
     tmp = str(tmp_path_factory.mktemp("mkpair"))
     base = base_entries(seed, files=20)
-    for name, entries in (("old", base), ("new", edit(base, seed, changes))):
-        src = write_dir(entries, os.path.join(tmp, name))
-        run(mk, src, os.path.join(tmp, name + ".sqfs"), *options.split(), "-b", bs, *frag,
-            *([] if dedup else ["-no-duplicates"]), "-noappend", "-quiet", "-no-progress")
-    _, result = roundtrip(tmp, os.path.join(tmp, "old.sqfs"), os.path.join(tmp, "new.sqfs"))
+    old, new = mksquashfs_pair(tmp, base, edit(base, seed, changes), *options.split(), "-b", bs, *frag,
+                               *([] if dedup else ["-no-duplicates"]))
+    _, result = roundtrip(tmp, old, new)
     assert result.kind == "squashfs" and result.unreproducible_blocks == 0
 
 
@@ -578,12 +561,8 @@ def test_lz4_and_lzo_settings_in_the_header_are_checked_on_the_sample(tmp_path, 
     from edge.delta import CannotReproduceError
     from tests.delta.test_errors import _rewrite_header
 
-    mk = require_tool("mksquashfs")
-    a = write_dir(base_entries(5), str(tmp_path / "a"))
-    b = write_dir(edit(base_entries(5), 5), str(tmp_path / "b"))
-    for src, img in ((a, "old.sqfs"), (b, "new.sqfs")):
-        run(mk, src, str(tmp_path / img), "-comp", *comp.split(), "-noappend", "-quiet", "-no-progress")
-    make_delta(str(tmp_path / "old.sqfs"), str(tmp_path / "new.sqfs"), str(tmp_path / "d"))
+    old, _ = mksquashfs_pair(str(tmp_path), base_entries(5), edit(base_entries(5), 5), "-comp", *comp.split())
+    make_delta(old, str(tmp_path / "new.sqfs"), str(tmp_path / "d"))
     (tmp_path / "bad").write_bytes(_rewrite_header((tmp_path / "d").read_bytes(), lambda h: h["codec"].update(change)))
     with pytest.raises(CannotReproduceError, match=message + ".*send a full bundle"):
         apply_delta(str(tmp_path / "old.sqfs"), str(tmp_path / "bad"), str(tmp_path / "t.img"))
