@@ -25,7 +25,7 @@ from signing.errors import CertificateTimeError
 from signing.files import load_crls, load_keyring, load_signer
 
 from .output import print_json, print_table
-from .units import parse_rate
+from .units import check_rebuild_rate, parse_rate
 
 
 def _non_negative(text: str) -> int:
@@ -205,8 +205,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     payload, payload_type, source, delta, compressor = args.image, "full", None, None, None
     if (args.link_speed or args.rebuild_rate) and not args.delta_from:
         raise UsageError("--link-speed and --rebuild-rate only apply to delta bundles (--delta-from)")
-    if args.rebuild_rate and not args.link_speed:
-        raise UsageError("--rebuild-rate only matters with --link-speed")
+    check_rebuild_rate(args)
     if args.delta_from:
         with SquashfsImage(args.image) as img:
             compressor = img.superblock.compressor_name

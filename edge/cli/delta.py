@@ -9,12 +9,12 @@ import os
 
 from edge.delta import apply_delta, make_delta, open_delta
 from edge.delta import format as dfmt
-from edge.errors import UsageError
+from edge.delta.errors import CorruptDeltaError
 from edge.progress import Progress, human_bytes
 from edge.squashfs.compressors import LZO1X_999, describe
 
 from .output import print_json, print_table
-from .units import parse_rate, parse_size
+from .units import check_rebuild_rate, parse_rate, parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_apply)
 
     i = s.add_parser("info", help="show what a delta contains",
-                     description="Show a delta's source and target, compressor, and op counts and bytes by kind.")
+                     description="Show a delta's source and target, compressor, and op counts and bytes by kind. It reads "
+                                 "the whole delta and fails (exit 10) on what apply would refuse: damaged or "
+                                 "truncated ops, ops that do not hash to the header's ops_sha256, bytes after the end.")
     i.add_argument("patch", metavar="PATCH", help="delta file, - for standard input, or an http(s) URL")
     i.add_argument("--json", action="store_true", help="print as JSON")
     i.set_defaults(func=cmd_info)
@@ -74,8 +76,7 @@ MAX_NOTES = 5  # damaged blocks listed in the plain output
 
 
 def cmd_make(args: argparse.Namespace) -> int:
-    if args.rebuild_rate is not None and args.link_speed is None:
-        raise UsageError("--rebuild-rate only matters with --link-speed")
+    check_rebuild_rate(args)
     with Progress("diffing", unit="regions") as bar:
         result = make_delta(args.old, args.new, args.output, level=args.level, workers=args.processors,
                             generic=args.generic, progress=bar.update, link_speed=args.link_speed,
@@ -142,9 +143,12 @@ def delta_info(path: str) -> dict:
     counts: dict[str, dict[str, int]] = {}
     encodings: dict[str, dict[str, int]] = {}  # how the blocks and patch ops carry their content
     target_refs = {"ops": 0, "reference_bytes": 0}  # patch ops that also refer to target bytes written before them
+    name = "stdin" if path == "-" else path
     with open_delta(_delta_source(path)) as fh:
-        reader = dfmt.DeltaReader(fh, "stdin" if path == "-" else path)
+        reader = dfmt.DeltaReader(fh, name, hash_ops=True)
         header, _, sample = reader.preamble()
+        ops_start = reader.pos
+        op_count = target_bytes = 0
         while True:
             before = reader.pos
             op = reader.op()
@@ -154,6 +158,8 @@ def delta_info(path: str) -> dict:
             c["ops"] += 1
             c["delta_bytes"] += reader.pos - before
             c["target_bytes"] += op.length
+            op_count += 1
+            target_bytes += op.length
             if isinstance(op, (dfmt.Blocks, dfmt.Patch)):
                 e = encodings.setdefault(dfmt.ENC_NAMES[op.encoding], {"ops": 0, "patch_bytes": 0, "content_bytes": 0})
                 e["ops"] += 1
@@ -162,6 +168,16 @@ def delta_info(path: str) -> dict:
             if isinstance(op, dfmt.Patch) and op.targets:
                 target_refs["ops"] += 1
                 target_refs["reference_bytes"] += sum(n for _, n in op.targets)
+        # what apply would refuse only at the end, after writing the target, info says before anyone applies it
+        if fh.read(1):
+            raise CorruptDeltaError(f"{name}: data after the end of the delta (at byte {reader.pos})")
+    if op_count != header.op_count or target_bytes != header.target_size:
+        raise CorruptDeltaError(f"{name}: the delta ended after {op_count} of {header.op_count} ops "
+                                f"and {target_bytes} of {header.target_size} bytes")
+    assert reader.ops_hash is not None
+    if header.ops_sha256 is not None and reader.ops_hash.hexdigest() != header.ops_sha256:
+        raise CorruptDeltaError(f"{name}: the ops (bytes {ops_start}..{reader.pos}) do not hash to the ops_sha256 in "
+                                f"its header: the delta is damaged")
     return {
         "delta": path,
         "size": reader.pos,  # through END

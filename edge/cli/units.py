@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from edge.errors import UsageError
+
 _RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 
@@ -18,6 +20,12 @@ def parse_rate(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: a rate must be a positive number")
     return value
+
+
+def check_rebuild_rate(args: argparse.Namespace) -> None:
+    """--rebuild-rate tunes the --link-speed trade-off (``edge delta make``, ``edge bundle create``)."""
+    if args.rebuild_rate is not None and args.link_speed is None:
+        raise UsageError("--rebuild-rate only matters with --link-speed")
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}

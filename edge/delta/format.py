@@ -369,11 +369,14 @@ END = bytes([OP_END])
 class DeltaReader:
     """Reads a delta front to back from any stream, tracking the byte position for checkpoints."""
 
-    def __init__(self, stream: BinaryIO, name: str = "delta") -> None:
+    def __init__(self, stream: BinaryIO, name: str = "delta", hash_ops: bool = False) -> None:
         self.stream = stream
         self.name = name
         self.pos = 0
         self.version = VERSION  # set from the preamble: ops newer than the delta's version are refused
+        # with hash_ops, the sha256 of every byte after the preamble (the ops and END: the header's ops_sha256)
+        self.ops_hash = hashlib.sha256() if hash_ops else None
+        self._in_ops = False
 
     def _err(self, what: str) -> CorruptDeltaError:
         return CorruptDeltaError(f"{self.name}: {what} (at byte {self.pos})")
@@ -387,6 +390,8 @@ class DeltaReader:
                 raise TruncatedDeltaError(f"{self.name}: truncated: {what} needs {n} bytes, the stream ended after "
                                           f"{n - left} (at byte {self.pos})")
             chunks.append(chunk)
+            if self._in_ops and self.ops_hash is not None:
+                self.ops_hash.update(chunk)
             left -= len(chunk)
         self.pos += n
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -428,6 +433,7 @@ class DeltaReader:
         if slen > MAX_SAMPLE:
             raise self._err(f"sample length {slen} exceeds the limit of {MAX_SAMPLE}")
         sample = self.read_exact(slen, "sample")
+        self._in_ops = True
         return header, header_raw, sample
 
     def op(self) -> Op | None:

@@ -94,16 +94,18 @@ class HttpStream(io.RawIOBase):
             resp.close()
             raise DownloadError(f"{self.url}: the server does not support Range requests (HTTP {resp.status} to a "
                               f"ranged GET), which streaming and resuming need")
-        if resp.status == 206:
-            sent = resp.headers.get("Content-Range", "").strip()
-            m = re.match(r"bytes (\d+)-", sent)
-            if m is None or int(m.group(1)) != self._pos:
-                resp.close()  # bytes from elsewhere would look like a damaged bundle: it is the server's fault
-                raise DownloadError(f"{self.url}: asked for the bytes from {self._pos}, the server sent "
-                                    f"{sent or 'no Content-Range'}")
+        sent = resp.headers.get("Content-Range", "").strip()
+        start, total = _content_range(sent)
+        if resp.status == 206 and start != self._pos:
+            resp.close()  # bytes from elsewhere would look like a damaged bundle: it is the server's fault
+            raise DownloadError(f"{self.url}: asked for the bytes from {self._pos}, the server sent "
+                                f"{sent or 'no Content-Range'}")
         self._resp = resp
         if self._size is None:
-            self._size = _total_size(resp)
+            length = resp.headers.get("Content-Length")
+            if total is None and resp.status == 200 and length is not None and length.isdigit():
+                total = int(length)  # the whole resource
+            self._size = total
 
     def _retry(self, call):  # type: ignore[no-untyped-def]
         delay = 0.5
@@ -161,12 +163,10 @@ class _AtEnd(Exception):
     pass
 
 
-def _total_size(resp) -> int | None:  # type: ignore[no-untyped-def]
-    """The whole resource's size from a GET answer: Content-Range's total, or a 200's Content-Length."""
-    m = re.fullmatch(r"bytes \d+-\d+/(\d+)", resp.headers.get("Content-Range", "").strip())
-    if m:
-        return int(m.group(1))
-    length = resp.headers.get("Content-Length")
-    if resp.status == 200 and length is not None and length.isdigit():
-        return int(length)
-    return None
+def _content_range(sent: str) -> tuple[int | None, int | None]:
+    """(first byte, whole size) from a Content-Range value such as "bytes 100-199/2000"; None for what it
+    does not say (the size may be "*")."""
+    m = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", sent)
+    if m is None:
+        return None, None
+    return int(m.group(1)), None if m.group(2) == "*" else int(m.group(2))

@@ -108,6 +108,8 @@ def test_delta_bundle_for_a_fast_link(env, tmp_path):
     assert sizes["fast"] > sizes["small"]
     assert_one_line_error(create(env, tmp_path / "x.edgeb", "--compatible", "qemu", "--version", "2.0.0",
                                  "--link-speed", "1M", image=new, check=False), 2, "only apply to delta bundles")
+    assert_one_line_error(create(env, tmp_path / "x.edgeb", *common, "--rebuild-rate", "1M", image=new, check=False),
+                          2, "--rebuild-rate only matters with --link-speed")
     assert not (tmp_path / "x.edgeb").exists()
 
 

@@ -269,3 +269,50 @@ def test_a_squashfs_image_that_does_not_open_gets_a_byte_level_delta_and_says_wh
     plain = tmp_path / "plain.bin"
     plain.write_bytes(b"not an image" * 1000)
     assert make_delta(old, str(plain), str(tmp_path / "d2.delta")).generic_because is None
+
+
+def _ops_start(raw: bytes) -> int:
+    _, _, hlen = dfmt.PREAMBLE.unpack_from(raw)
+    (slen,) = struct.unpack_from("<I", raw, dfmt.PREAMBLE.size + hlen)
+    return dfmt.PREAMBLE.size + hlen + 4 + slen
+
+
+def test_info_refuses_what_apply_would_refuse_at_the_end(tmp_path, pair):
+    """`delta info` reads the whole delta: bytes after END, an op count or target size the ops do not
+    add up to, and ops that do not hash to the header's ops_sha256 are named before anyone applies it."""
+    from edge.cli.delta import delta_info
+
+    _, _, delta, raw = pair
+    assert delta_info(delta)["op_count"] > 0
+    (tmp_path / "g").write_bytes(raw + b"garbage")
+    with pytest.raises(CorruptDeltaError, match=f"data after the end of the delta \\(at byte {len(raw)}\\)"):
+        delta_info(str(tmp_path / "g"))
+
+    def more_ops(h):
+        h["op_count"] += 1
+
+    (tmp_path / "c").write_bytes(_rewrite_header(raw, more_ops))
+    with pytest.raises(CorruptDeltaError, match="ended after (\\d+) of \\d+ ops"):
+        delta_info(str(tmp_path / "c"))
+
+    def other_ops_hash(h):
+        h["ops_sha256"] = "00" * 32
+
+    (tmp_path / "h").write_bytes(_rewrite_header(raw, other_ops_hash))
+    with pytest.raises(CorruptDeltaError, match="do not hash to the ops_sha256 in its header"):
+        delta_info(str(tmp_path / "h"))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_info_refuses_any_bit_flip_in_the_ops(tmp_path_factory, pair, data):
+    from edge.cli.delta import delta_info
+
+    _, _, _, raw = pair
+    pos = data.draw(st.integers(_ops_start(raw), len(raw) - 1))
+    mutant = bytearray(raw)
+    mutant[pos] ^= 1 << data.draw(st.integers(0, 7))
+    path = tmp_path_factory.mktemp("info-flip") / "d.delta"
+    path.write_bytes(mutant)
+    with pytest.raises(CorruptDeltaError):
+        delta_info(str(path))

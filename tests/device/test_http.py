@@ -133,3 +133,20 @@ def test_a_download_that_fails_mid_slot_is_recorded_and_one_that_fails_first_cha
     assert info["slots"]["B"]["status"] == "installing"
     assert str(err.value) in info["last_error"]["message"] and info["last_error"]["exit_code"] == err.value.exit_code
     assert sha256(cfg.slots["A"]) == a_before
+
+
+def test_content_range_values_parse_back():
+    """What RFC 9110 allows in a 206's Content-Range, and nothing else: a malformed value never yields
+    a start that could pass for the asked one."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from edge.device.source import _content_range
+
+    @given(st.integers(0, 1 << 50), st.integers(0, 1 << 30), st.one_of(st.none(), st.integers(0, 1 << 50)))
+    def check(first, span, total):
+        assert _content_range(f"bytes {first}-{first + span}/{'*' if total is None else total}") == (first, total)
+
+    check()
+    for bad in ("", "bytes 5-", "bytes 5-9", "bytes=5-9/10", "items 5-9/10", "bytes -5-9/10", "bytes 5-9/10 x", "bytes */10"):
+        assert _content_range(bad) == (None, None), bad
