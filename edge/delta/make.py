@@ -337,7 +337,8 @@ class _Encoder:
             if ok[i] and any(len(plain) != size for plain, _, _ in seg[:-1]):
                 ok[i] = False  # a short block inside the run: the device splits content into whole blocks
             if not ok[i]:
-                self.unreproducible += j - i
+                # (a block that does not decompress is counted as damaged, not here)
+                self.unreproducible += sum(1 for plain, _, _ in seg if plain is not None)
                 ops += self.literal(expected)
             else:
                 content = b"".join(plain for plain, _, _ in seg if plain is not None)
