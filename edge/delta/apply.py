@@ -352,11 +352,11 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
         flags = os.O_RDWR | os.O_CREAT
         tfd = os.open(target, flags, 0o644)
         try:
-            args = (header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
-                    progress, workers, on_checkpoint, started, source_check, checkpoint_bytes, on_start, truncate,
-                    delta_size)
+            job = _Job(header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
+                       progress, workers, on_checkpoint, started, source_check, checkpoint_bytes, on_start, truncate,
+                       delta_size)
             try:
-                return _run(*args)
+                return _run(job)
             except (CorruptDeltaError, TargetMismatchError) as exc:
                 if not getattr(exc, "after_resume", False) or isinstance(exc, TruncatedDeltaError):
                     raise  # (a stream that ended early is a cut download: the checkpoint stays for the next run)
@@ -366,7 +366,7 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
                     remove_if_present(state_path)
                     raise DeltaError(f"{name}: resuming from the checkpoint in {state_path} did not give this delta's "
                                      f"image ({exc}); the checkpoint is removed: run the apply again") from None
-                return _run(*args, resume=False)
+                return _run(job, resume=False)
         finally:
             os.close(tfd)
     finally:
@@ -392,11 +392,39 @@ def _checkpoint_of(state: dict | None, did: str, header: Header, ops_start: int,
     return (op, dpos, tpos, saved) if saved is not None else None
 
 
-def _run(header: Header, did: str, opener: DeltaOpener, name: str, ops_start: int, sfd: int, tfd: int, target: str,
-         state_path: str, codec: Codec | None, source_codec: Codec | None, progress: Progress | None, workers: int,
-         on_checkpoint: Callable[[dict], None] | None, started: float, source_check: float,
-         checkpoint_bytes: int, on_start: Callable[[Header], None] | None, truncate: bool,
-         delta_size: int | None, resume: bool = True) -> ApplyResult:
+@dataclass(frozen=True)
+class _Job:
+    """One apply's checked inputs (the header, the compressors, the open source and target) and the
+    caller's options: what a run, and the run that starts over after a bad resume, work from."""
+
+    header: Header
+    did: str  # the delta's id in checkpoints
+    opener: DeltaOpener
+    name: str
+    ops_start: int  # the delta position of the first op
+    sfd: int
+    tfd: int
+    target: str
+    state_path: str
+    codec: Codec | None
+    source_codec: Codec | None
+    progress: Progress | None
+    workers: int
+    on_checkpoint: Callable[[dict], None] | None
+    started: float
+    source_check: float  # seconds the whole-source hash took
+    checkpoint_bytes: int
+    on_start: Callable[[Header], None] | None
+    truncate: bool
+    delta_size: int | None
+
+
+def _run(job: _Job, resume: bool = True) -> ApplyResult:
+    header, did, opener, name, ops_start = job.header, job.did, job.opener, job.name, job.ops_start
+    sfd, tfd, target, state_path, codec, source_codec = job.sfd, job.tfd, job.target, job.state_path, job.codec, job.source_codec
+    progress, workers, on_checkpoint, started = job.progress, job.workers, job.on_checkpoint, job.started
+    source_check, checkpoint_bytes, on_start, truncate = job.source_check, job.checkpoint_bytes, job.on_start, job.truncate
+    delta_size = job.delta_size
     is_block = stat.S_ISBLK(os.fstat(tfd).st_mode)
     if is_block:
         capacity = os.lseek(tfd, 0, os.SEEK_END)
