@@ -137,13 +137,33 @@ def _codec_samples(img: SquashfsImage, fd: int, files: int = 12, fragments: int 
     return out
 
 
-def _reproduced(codec: Codec, samples: list[tuple[int, bytes, bytes]]) -> int:
-    """How many of ``samples`` ``codec`` rebuilds byte for byte (-1: it cannot run here)."""
-    try:
-        return sum(rebuild_block(mode, plain, BLOCK_COMPRESSED, codec)[2 if mode == MODE_METADATA else 0:] == stored
-                   for mode, plain, stored in samples)
-    except Exception:  # a native library that cannot run here is simply not a candidate
-        return -1
+def _reproduced(codecs: list[Codec], samples: list[tuple[int, bytes, bytes]], pool: ThreadPoolExecutor,
+                every: bool = False) -> list[int]:
+    """For each of ``codecs``, how many of ``samples`` it rebuilds byte for byte (-1: it cannot run
+    here). The blocks are compressed on ``pool`` (the compressors release the GIL), the codecs'
+    blocks interleaved; with ``every``, only whether a codec rebuilds them all matters: its count
+    stops at its first miss and its blocks not yet compressed are dropped."""
+
+    def same(codec: Codec, mode: int, plain: bytes, stored: bytes) -> bool:
+        return rebuild_block(mode, plain, BLOCK_COMPRESSED, codec)[2 if mode == MODE_METADATA else 0:] == stored
+
+    futures = [[pool.submit(same, c, *sample) for c in codecs] for sample in samples]
+    scores = [0] * len(codecs)
+    for row in futures:
+        for i, f in enumerate(row):
+            if scores[i] < 0 or f.cancelled():
+                continue
+            try:
+                if f.result():
+                    scores[i] += 1
+                elif every:
+                    for later in futures:
+                        later[i].cancel()
+            except Exception:  # a native library that cannot run here is simply not a candidate
+                scores[i] = -1
+                for later in futures:
+                    later[i].cancel()
+    return scores
 
 
 def _pick_sample(codec: Codec, samples: list[tuple[int, bytes, bytes]]) -> bytes | None:
@@ -186,7 +206,7 @@ def _told_apart(ours: bytes, piece: bytes, others: list[Codec]) -> bool:
     return False
 
 
-def reproducing_codec(img: SquashfsImage, fd: int) -> tuple[Codec | None, bytes | None]:
+def reproducing_codec(img: SquashfsImage, fd: int, workers: int = 0) -> tuple[Codec | None, bytes | None]:
     """The codec implementation that recompresses this image's blocks byte for byte, and a sample block.
 
     When more than one implementation rebuilds every sample (small blocks, such as 4 KiB ones, often
@@ -195,11 +215,12 @@ def reproducing_codec(img: SquashfsImage, fd: int) -> tuple[Codec | None, bytes 
     on a tie."""
     samples = _codec_samples(img, fd)
     codecs = [img.codec.with_impl(impl) for impl in available_impls(img.codec.name)]
-    passing = [c for c in codecs if _reproduced(c, samples) == len(samples)]
-    if len(passing) > 1:
-        more = _codec_samples(img, fd, files=256, fragments=64, metadata=16, budget=4 << 20)
-        scores = [_reproduced(c, more) for c in passing]
-        passing = [passing[scores.index(max(scores))]]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        passing = [c for c, n in zip(codecs, _reproduced(codecs, samples, pool, every=True)) if n == len(samples)]
+        if len(passing) > 1:
+            more = _codec_samples(img, fd, files=256, fragments=64, metadata=16, budget=4 << 20)
+            scores = _reproduced(passing, more, pool)
+            passing = [passing[scores.index(max(scores))]]
     if not passing:
         return None, None
     return passing[0], _pick_sample(passing[0], samples)
@@ -396,7 +417,7 @@ def make_delta(
         drafts = None
         if s_img is not None and t_img is not None:
             try:
-                codec, sample = reproducing_codec(t_img, tfd)
+                codec, sample = reproducing_codec(t_img, tfd, workers)
                 drafts = squashfs_plan(s_img, t_img, sfd, tfd, tsize)
                 kind = "squashfs"
             except (SquashfsError, CodecError) as exc:

@@ -98,6 +98,35 @@ def test_the_compressor_library_is_told_apart_when_the_samples_tie(tmp_path):
     assert result.codec.startswith("libzstd") and result.unreproducible_blocks == 0
 
 
+def test_libraries_are_scored_on_the_samples_each_on_its_own():
+    """The sample blocks of both zstd libraries are compressed together on a pool: each library's count
+    is its own; with ``every`` (the first round: only "rebuilds them all" counts) a library stops at its
+    first miss; a library that fails to run scores -1."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import random
+
+    from edge.delta.make import _reproduced
+    from edge.delta.format import MODE_DATA
+    from edge.squashfs.compressors import available_impls
+
+    if available_impls("zstd") != ["zstandard", "libzstd"]:
+        pytest.fail(f"both zstd libraries are installed by `make` (python-zstandard, libzstd1): {available_impls('zstd')}")
+    ours, system = (Codec("zstd", 19, 128 << 10, impl=impl) for impl in ("zstandard", "libzstd"))
+    rnd = random.Random(3)
+    plains = [text_blob(rnd, 128 << 10) for _ in range(6)]
+    samples = [(MODE_DATA, p, ours.compress(p)) for p in plains]
+    theirs = [system.compress(p) for p in plains]
+    agree = sum(a == b for (_, _, a), b in zip(samples, theirs))
+    assert agree < len(samples)  # 128 KiB of text at level 19: the two libraries' bytes differ
+    broken = Codec("zstd", 19, 128 << 10, impl="no-such-library")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert _reproduced([ours, system, broken], samples, pool) == [len(samples), agree, -1]
+        assert _reproduced([system, ours], samples, pool) == [agree, len(samples)]
+        first, all_of_them = _reproduced([system, ours], samples, pool, every=True)
+        assert first < len(samples) and all_of_them == len(samples)
+
+
 def test_a_sample_comes_from_a_rebuilt_block_when_the_images_sample_blocks_do_not_serve(tmp_path, monkeypatch):
     """The blocks make_delta samples to identify the compressor may all be damaged; a block that was
     rebuilt and matched then serves as the sample the device checks before writing."""
