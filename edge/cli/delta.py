@@ -148,7 +148,6 @@ def delta_info(path: str) -> dict:
         reader = dfmt.DeltaReader(fh, name, hash_ops=True)
         header, _, sample = reader.preamble()
         ops_start = reader.pos
-        op_count = target_bytes = 0
         while True:
             before = reader.pos
             op = reader.op()
@@ -158,8 +157,6 @@ def delta_info(path: str) -> dict:
             c["ops"] += 1
             c["delta_bytes"] += reader.pos - before
             c["target_bytes"] += op.length
-            op_count += 1
-            target_bytes += op.length
             if isinstance(op, (dfmt.Blocks, dfmt.Patch)):
                 e = encodings.setdefault(dfmt.ENC_NAMES[op.encoding], {"ops": 0, "patch_bytes": 0, "content_bytes": 0})
                 e["ops"] += 1
@@ -169,11 +166,8 @@ def delta_info(path: str) -> dict:
                 target_refs["ops"] += 1
                 target_refs["reference_bytes"] += sum(n for _, n in op.targets)
         # what apply would refuse only at the end, after writing the target, info says before anyone applies it
-        if fh.read(1):
-            raise CorruptDeltaError(f"{name}: data after the end of the delta (at byte {reader.pos})")
-    if op_count != header.op_count or target_bytes != header.target_size:
-        raise CorruptDeltaError(f"{name}: the delta ended after {op_count} of {header.op_count} ops "
-                                f"and {target_bytes} of {header.target_size} bytes")
+        reader.expect_end()
+    reader.check_totals(header, sum(c["ops"] for c in counts.values()), sum(c["target_bytes"] for c in counts.values()))
     assert reader.ops_hash is not None
     if header.ops_sha256 is not None and reader.ops_hash.hexdigest() != header.ops_sha256:
         raise CorruptDeltaError(f"{name}: the ops (bytes {ops_start}..{reader.pos}) do not hash to the ops_sha256 in "

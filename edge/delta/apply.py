@@ -543,11 +543,8 @@ def _run(job: _Job, resume: bool = True) -> ApplyResult:
                     finish_all()
                     checkpoint()
             finish_all()
-            if stream.read(1):
-                raise CorruptDeltaError(f"{name}: data after the end of the delta (at byte {reader.pos})")
-        if op_index != header.op_count or tpos != header.target_size:
-            raise CorruptDeltaError(f"{name}: the delta ended after {op_index} of {header.op_count} ops "
-                                    f"and {tpos} of {header.target_size} bytes")
+            reader.expect_end()
+        reader.check_totals(header, op_index, tpos)
         if not is_block and (truncate or os.fstat(tfd).st_size < header.target_size):
             os.ftruncate(tfd, header.target_size)
         os.fsync(tfd)

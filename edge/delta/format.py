@@ -374,9 +374,9 @@ class DeltaReader:
         self.name = name
         self.pos = 0
         self.version = VERSION  # set from the preamble: ops newer than the delta's version are refused
-        # with hash_ops, the sha256 of every byte after the preamble (the ops and END: the header's ops_sha256)
-        self.ops_hash = hashlib.sha256() if hash_ops else None
-        self._in_ops = False
+        self._hash_ops = hash_ops
+        # with hash_ops, from the end of the preamble: the sha256 of the ops and END (the header's ops_sha256)
+        self.ops_hash: hashlib._Hash | None = None
 
     def _err(self, what: str) -> CorruptDeltaError:
         return CorruptDeltaError(f"{self.name}: {what} (at byte {self.pos})")
@@ -390,7 +390,7 @@ class DeltaReader:
                 raise TruncatedDeltaError(f"{self.name}: truncated: {what} needs {n} bytes, the stream ended after "
                                           f"{n - left} (at byte {self.pos})")
             chunks.append(chunk)
-            if self._in_ops and self.ops_hash is not None:
+            if self.ops_hash is not None:
                 self.ops_hash.update(chunk)
             left -= len(chunk)
         self.pos += n
@@ -433,8 +433,20 @@ class DeltaReader:
         if slen > MAX_SAMPLE:
             raise self._err(f"sample length {slen} exceeds the limit of {MAX_SAMPLE}")
         sample = self.read_exact(slen, "sample")
-        self._in_ops = True
+        if self._hash_ops:
+            self.ops_hash = hashlib.sha256()
         return header, header_raw, sample
+
+    def expect_end(self) -> None:
+        """After END: the stream ends there too."""
+        if self.stream.read(1):
+            raise CorruptDeltaError(f"{self.name}: data after the end of the delta (at byte {self.pos})")
+
+    def check_totals(self, header: Header, ops: int, length: int) -> None:
+        """The ops read add up to the op count and target size the header promised."""
+        if ops != header.op_count or length != header.target_size:
+            raise CorruptDeltaError(f"{self.name}: the delta ended after {ops} of {header.op_count} ops "
+                                    f"and {length} of {header.target_size} bytes")
 
     def op(self) -> Op | None:
         """The next op, or None at END."""

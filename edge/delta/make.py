@@ -149,18 +149,19 @@ def _reproduced(codecs: list[Codec], samples: list[tuple[int, bytes, bytes]], po
 
     futures = [[pool.submit(same, c, *sample) for c in codecs] for sample in samples]
     scores = [0] * len(codecs)
+    counting = [True] * len(codecs)
     for row in futures:
         for i, f in enumerate(row):
-            if scores[i] < 0 or f.cancelled():
+            if not counting[i]:
                 continue
             try:
-                if f.result():
-                    scores[i] += 1
-                elif every:
-                    for later in futures:
-                        later[i].cancel()
+                ok = f.result()
             except Exception:  # a native library that cannot run here is simply not a candidate
-                scores[i] = -1
+                scores[i], ok = -1, False
+            else:
+                scores[i] += ok
+            if scores[i] < 0 or (every and not ok):
+                counting[i] = False
                 for later in futures:
                     later[i].cancel()
     return scores

@@ -134,9 +134,8 @@ def test_truncated_deltas_always_fail(tmp_path_factory, pair, data):
 
 def test_hostile_lengths_are_refused_without_allocating(tmp_path, pair):
     old, _, _, raw = pair
-    magic, version, hlen = dfmt.PREAMBLE.unpack_from(raw)
-    (slen,) = struct.unpack_from("<I", raw, dfmt.PREAMBLE.size + hlen)
-    ops_at = dfmt.PREAMBLE.size + hlen + 4 + slen
+    magic, version, _ = dfmt.PREAMBLE.unpack_from(raw)
+    ops_at = _ops_start(raw)
     huge = bytes([dfmt.OP_LITERAL]) + dfmt.varint(1 << 40)
     (tmp_path / "h").write_bytes(raw[:ops_at] + huge)
     with pytest.raises(CorruptDeltaError, match="exceeds the limit"):
