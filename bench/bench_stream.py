@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -119,8 +120,10 @@ def floor_seconds(base: int, costs: list[OpCost], link: float, rebuild_rate: flo
 
 
 def sequential_floor(delta: Path, link: float, rebuild_rate: float) -> dict:
-    """``floor_seconds`` of a delta file, with the rate it assumed."""
-    return {"seconds": floor_seconds(*delta_costs(delta), link, rebuild_rate), "rebuild_rate": rebuild_rate}
+    """``floor_seconds`` of a delta file, with the rate it assumed and the plain bytes its BLOCKS ops rebuild."""
+    base, costs = delta_costs(delta)
+    return {"seconds": floor_seconds(base, costs, link, rebuild_rate), "rebuild_rate": rebuild_rate,
+            "rebuilt_plain": sum(c.plain for c in costs)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,19 +198,51 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-READING = (
-    "Reading: the issue's formula adds the apply to the download as if one ran after the other; Edge's applier "
-    "overlaps them, so the streamed time is what a device on that link sees. Under the formula, zstd-19 images cannot "
-    "reach 0.4x on this machine with any mix of shipped and rebuilt blocks (the floor above): byte-exact level-19 "
-    "recompression runs at about 5 MB/s per core, so rebuilding the 45 MB of changed content takes longer than the "
-    "time 0.4x leaves after the patches have downloaded, and shipping those blocks compressed costs more link time than "
-    "rebuilding them. At 12.5 MB/s the smallest delta is paced by "
-    "recompression (2-4x slower than xdelta3); `--link-speed` ships most changed blocks ready-compressed and brings "
-    "Edge to xdelta3's time, but not below it: the compressed changed blocks are about as large as xdelta3's delta. "
-    "The mksquashfs lz4 and lzo images (extra flavours, not among the issue's images) miss 0.4x for another reason: "
-    "these compressors have no entropy stage, so xdelta3's delta is only about 2.3x Edge's and downloading Edge's "
-    "delta alone takes about 0.4x of xdelta3's time to updated; lzo's apply is also paced by rebuilding lzo1x_999 "
-    "blocks (about 18 MB/s on 2 cores).")
+def reading(flavours: list[str], links: list[float], rows: list[dict], floors: dict) -> str:
+    """What the table says, from this run's numbers (the machine changes between runs: say what it measured)."""
+
+    def row(flavour: str, link: float, prefix: str) -> dict | None:
+        return next((r for r in rows if r["flavour"] == flavour and r["link"] == link
+                     and r["label"].startswith(prefix)), None)
+
+    out = ["Reading: the issue's formula adds the apply to the download as if one ran after the other; Edge's "
+           "applier overlaps them, so the streamed time is what a device on that link sees."]
+    threads = os.cpu_count() or 1
+    for flavour in flavours:
+        f = floors.get(f"{flavour}@{1e6:g}")
+        if f is None or not f["rebuilt_plain"]:
+            continue
+        floor = f["seconds"] / f["x_formula"]
+        rate = f["rebuild_rate"] / 1e6
+        out.append(
+            f"{flavour}: the apply rebuilds {f['rebuilt_plain'] / 1e6:.1f} MB of changed content; byte-exact "
+            f"recompression ran at {rate:.1f} MB/s on {threads} threads ({rate / threads:.1f} MB/s per core), so the "
+            f"formula's floor is {floor:.3f}x: "
+            + ("no mix of shipped and rebuilt blocks reaches 0.4x on this machine, because rebuilding takes longer than "
+               "the time 0.4x leaves after the patches have downloaded, and shipping the blocks compressed costs more "
+               "link time than rebuilding them." if floor > 0.4 else
+               "a mix of shipped and rebuilt blocks can reach 0.4x on this machine."))
+    for link in links:
+        if link < 5e6:
+            continue
+        for flavour in flavours:
+            x, small, shipped = (row(flavour, link, p) for p in ("xdelta3", "Edge (smallest", "Edge --link-speed"))
+            if x and small and shipped:
+                out.append(
+                    f"At {link / 1e6:g} MB/s ({flavour}) the smallest delta takes {small['seconds'] / x['seconds']:.2f}x "
+                    f"xdelta3's time, paced by recompression; `--link-speed` ships {shipped['shipped']} changed blocks "
+                    f"ready-compressed and takes {shipped['seconds'] / x['seconds']:.2f}x: the compressed changed blocks "
+                    f"({shipped['bytes']:,} B of delta) are about as large as xdelta3's delta ({x['bytes']:,} B).")
+    for flavour in flavours:
+        if not flavour.endswith(("lz4", "lzo")):
+            continue
+        x, best = row(flavour, 1e6, "xdelta3"), row(flavour, 1e6, "Edge (smallest")
+        if x and best:
+            out.append(
+                f"{flavour} (an extra flavour, not among the issue's images): the compressor has no entropy stage, so "
+                f"xdelta3's delta is only {x['bytes'] / best['bytes']:.1f}x Edge's, and downloading Edge's delta alone "
+                f"takes {best['bytes'] / 1e6 / x['seconds']:.2f}x of xdelta3's time to updated at 1 MB/s.")
+    return " ".join(out)
 
 
 def report(flavours: list[str], links: list[float], rows: list[dict], floors: dict, runs: int) -> str:
@@ -250,7 +285,7 @@ def report(flavours: list[str], links: list[float], rows: list[dict], floors: di
                 f"({'PASS' if f['edge_formula'] <= 0.4 * f['x_formula'] else 'MISS'}); the formula's floor here is "
                 f"{f['seconds']:.2f} s = {f['seconds'] / f['x_formula']:.3f}x (best mix of shipped and rebuilt blocks, "
                 f"rebuild at the measured {f['rebuild_rate'] / 1e6:.1f} MB/s, all other apply work free).")
-    lines += ["", READING, "", machine_line(), "", "Reproduce:", "", "```", ".venv/bin/python bench/bench_stream.py", "```"]
+    lines += ["", reading(flavours, links, rows, floors), "", machine_line(), "", "Reproduce:", "", "```", ".venv/bin/python bench/bench_stream.py", "```"]
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.bench_rebuild import RATE_HI, RATE_LO, rate_needed
-from bench.bench_stream import OpCost, floor_seconds
+from bench.bench_stream import OpCost, floor_seconds, reading
 
 LINK = 1e6
 
@@ -55,3 +55,25 @@ def test_rate_needed_is_the_lowest_rate_that_fits(base: int, costs: list[OpCost]
     assert floor_seconds(base, costs, LINK, rate) <= budget
     if rate > RATE_LO:
         assert floor_seconds(base, costs, LINK, rate * 0.999) > budget
+
+
+def _run_rows(link: float, edge_s: float, x_s: float) -> list[dict]:
+    return [{"flavour": "edge-zstd19", "link": link, "label": "Edge (smallest delta)", "bytes": 2_000_000,
+             "seconds": edge_s, "ok": True, "shipped": None},
+            {"flavour": "edge-zstd19", "link": link, "label": "Edge --link-speed 1M", "bytes": 4_000_000,
+             "seconds": edge_s, "ok": True, "shipped": 40},
+            {"flavour": "edge-zstd19", "link": link, "label": "xdelta3 -9 (curl | xdelta3 -d)", "bytes": 11_000_000,
+             "seconds": x_s, "ok": True, "shipped": None}]
+
+
+def test_the_reading_states_this_runs_rebuild_rate_and_whether_the_floor_reaches_the_target() -> None:
+    floors = {"edge-zstd19@1e+06": {"seconds": 6.0, "x_formula": 12.0, "rebuild_rate": 4.1e6,
+                                    "rebuilt_plain": 43_500_000}}
+    text = reading(["edge-zstd19"], [1e6], _run_rows(1e6, 7.0, 12.0), floors)
+    assert "43.5 MB" in text and "4.1 MB/s" in text and "0.500x" in text
+    assert "no mix of shipped and rebuilt blocks reaches 0.4x" in text
+    floors["edge-zstd19@1e+06"]["seconds"] = 4.0
+    assert "can reach 0.4x" in reading(["edge-zstd19"], [1e6], _run_rows(1e6, 7.0, 12.0), floors)
+    fast = reading(["edge-zstd19"], [1e6, 12.5e6], _run_rows(1e6, 7.0, 12.0) + _run_rows(12.5e6, 4.0, 1.0), floors)
+    assert "At 12.5 MB/s (edge-zstd19) the smallest delta takes 4.00x xdelta3's time" in fast
+    assert "ships 40 changed blocks" in fast

@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = s.add_parser("make", help="make a delta from OLD to NEW",
                      description="Write a delta that turns OLD into NEW. Squashfs images made by Edge or mksquashfs "
                                  "(zstd, xz, gzip, lz4, lzo) get squashfs-aware operations; anything else a generic delta.")
-    m.add_argument("old", metavar="OLD")
-    m.add_argument("new", metavar="NEW")
+    m.add_argument("old", metavar="OLD",
+                   help="the image the devices run now (any file; squashfs images get squashfs-aware ops)")
+    m.add_argument("new", metavar="NEW", help="the image they should run after the update")
     m.add_argument("-o", "--output", required=True, metavar="PATCH", help="delta file to write")
     m.add_argument("--level", type=int, default=19, help="zstd level of the patches (default: 19)")
     m.add_argument("--generic", action="store_true", help="ignore squashfs structure (for comparison)")
@@ -49,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      description="Apply a delta to OLD (a file or the active slot's block device), writing TARGET "
                                  "front to back. Checks the source's hash first and every op before writing; an "
                                  "interrupted apply resumes from its last checkpoint when run again.")
-    a.add_argument("old", metavar="OLD")
+    a.add_argument("old", metavar="OLD", help="the delta's source image: a file or the active slot's block device "
+                                              "(read only)")
     a.add_argument("patch", metavar="PATCH", help="delta file; an http(s) URL streamed with Range requests "
                                                   "(applied while it downloads; a resume downloads only the rest); "
                                                   "or - (or a pipe) read front to back (a resume reads and skips "
