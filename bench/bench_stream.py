@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-def reading(flavours: list[str], links: list[float], rows: list[dict], floors: dict) -> str:
+def reading(flavours: list[str], rows: list[dict], floors: dict) -> str:
     """What bounds each image's time to updated, from this run's numbers (the machine changes between runs)."""
     threads = os.cpu_count() or 1
     out = ["What bounds the 1 MB/s times in this run: the plain bytes the apply recompresses and the rate it "
@@ -275,7 +275,7 @@ def report(flavours: list[str], links: list[float], rows: list[dict], floors: di
                 f"({'PASS' if f['edge_formula'] <= 0.4 * f['x_formula'] else 'MISS'}); the formula's floor here is "
                 f"{f['seconds']:.2f} s = {f['seconds'] / f['x_formula']:.3f}x (best mix of shipped and rebuilt blocks, "
                 f"rebuild at the measured {f['rebuild_rate'] / 1e6:.1f} MB/s, all other apply work free).")
-    lines += ["", reading(flavours, links, rows, floors), "", machine_line(), "", "Reproduce:", "", "```", ".venv/bin/python bench/bench_stream.py", "```"]
+    lines += ["", reading(flavours, rows, floors), "", machine_line(), "", "Reproduce:", "", "```", ".venv/bin/python bench/bench_stream.py", "```"]
     return "\n".join(lines)
 
 
