@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def _row(rows: list[dict], flavour: str, link: float, label: str) -> dict | None:
+    """This run's row of ``flavour`` at ``link`` whose contender label starts with ``label``."""
+    return next((r for r in rows if r["flavour"] == flavour and r["link"] == link and r["label"].startswith(label)), None)
+
+
 def reading(flavours: list[str], rows: list[dict], floors: dict) -> str:
     """What bounds each image's time to updated, from this run's numbers (the machine changes between runs)."""
     threads = os.cpu_count() or 1
@@ -208,10 +213,7 @@ def reading(flavours: list[str], rows: list[dict], floors: dict) -> str:
            "vs xdelta3 |", "|---|---:|---:|---:|---:|---:|"]
     for flavour in flavours:
         f = floors.get(f"{flavour}@{1e6:g}")
-        x = next((r for r in rows if r["flavour"] == flavour and r["link"] == 1e6 and r["label"].startswith("xdelta3")),
-                 None)
-        small = next((r for r in rows if r["flavour"] == flavour and r["link"] == 1e6
-                      and r["label"].startswith("Edge (smallest")), None)
+        x, small = _row(rows, flavour, 1e6, "xdelta3"), _row(rows, flavour, 1e6, "Edge (smallest")
         if f is None or x is None or small is None:
             continue
         rate = f["rebuild_rate"] / 1e6
@@ -250,7 +252,7 @@ def report(flavours: list[str], links: list[float], rows: list[dict], floors: di
     for flavour in flavours:
         for link in links:
             sel = [r for r in rows if r["flavour"] == flavour and r["link"] == link]
-            x = next((r for r in sel if r["label"].startswith("xdelta3")), None)
+            x = _row(rows, flavour, link, "xdelta3")
             for r in sel:
                 rel = f"{r['seconds'] / x['seconds']:.3f}x" if x else "-"
                 shipped = "-" if r["shipped"] is None else str(r["shipped"])

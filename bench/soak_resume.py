@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import http.server
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -33,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import rootfs as rf  # noqa: E402
 from bench.bench_delta import FLAVOURS  # noqa: E402
+from bench.bench_stream import Server  # noqa: E402
 from edge.cli.units import parse_rate  # noqa: E402
-from tests.rangeserver import RangeHandler  # noqa: E402
 
 EDGE = str(rf.EDGE)
 MODES = ("file", "pipe", "url")
@@ -87,12 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="edge-soak-", dir="/var/tmp"))
     delta = work / "d.delta"
     subprocess.run([EDGE, "delta", "make", str(old), str(new), "-o", str(delta)], check=True, capture_output=True)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    httpd.root = str(work)  # type: ignore[attr-defined]
-    httpd.rate = args.rate  # type: ignore[attr-defined]
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    sources = {"file": str(delta), "pipe": f"<{delta}",
-               "url": f"http://127.0.0.1:{httpd.server_address[1]}/{delta.name}"}
+    server = Server(work)
+    server.httpd.rate = args.rate  # type: ignore[attr-defined]
+    sources = {"file": str(delta), "pipe": f"<{delta}", "url": server.url(delta.name)}
     rng = random.Random(args.seed)
     ok = True
     try:
@@ -105,10 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['seconds']:.1f} s, {'identical' if r['identical'] else 'NOT IDENTICAL'}"
                       + "".join(f"; {f}" for f in r["failures"]), flush=True)
     finally:
-        httpd.shutdown()
-        for p in work.iterdir():
-            p.unlink()
-        work.rmdir()
+        server.close()
+        shutil.rmtree(work, ignore_errors=True)
     print("all trials ended with the new image, byte for byte" if ok else "FAILURES")
     return 0 if ok else 1
 
