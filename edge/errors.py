@@ -32,3 +32,15 @@ class InputFileError(EdgeError):
     """An input file is missing, unreadable or not what it claims to be."""
 
     exit_code = 3
+
+
+def short_digests(a: str, b: str, shown: int = 16) -> tuple[str, str]:
+    """Two hex digests a message compares, abbreviated: ``shown`` characters each, or more where they
+    only differ later (up to 4 characters past their first difference), so that they never read alike."""
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    n = max(shown, first + 4)
+
+    def cut(digest: str) -> str:
+        return digest if n >= len(digest) else digest[:n] + "…"
+
+    return cut(a), cut(b)

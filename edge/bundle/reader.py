@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 from cryptography import x509
 
-from edge.errors import InputFileError
+from edge.errors import InputFileError, short_digests
 from edge.fsutil import atomic_output
 from signing.certs import MALFORMED_CERTIFICATE, common_name, fingerprint, parse_der_certificate
 from signing.chain import validate_signing_chain
@@ -241,9 +241,10 @@ class Bundle:
                 f"{self.name}: header says the payload is {h.payload_length} bytes, the signed manifest says {manifest.payload_size}"
             )
         if self.payload_tag != self._manifest_digest:
+            named, this = short_digests(self.payload_tag.hex(), self.manifest_sha256)
             raise PayloadMismatchError(
                 f"{self.name}: the payload at offset {h.payload_offset} belongs to another bundle "
-                f"(its tag names manifest {self.payload_tag.hex()[:16]}..., this manifest is {self.manifest_sha256[:16]}...)"
+                f"(its tag names manifest {named}, this manifest is {this})"
             )
         if self._seekable:
             size = self._source_size()

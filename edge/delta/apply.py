@@ -39,7 +39,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from edge.errors import InputFileError
+from edge.errors import InputFileError, short_digests
 from edge.fsutil import (HEAD_HELD_BACK, HeldBackWriter, ShortFileError, remove_if_present, replace_file, saved_head,
                          sha256_prefix)
 from edge.memory import return_large_buffers_promptly
@@ -218,7 +218,7 @@ def _opener(delta: str | DeltaOpener) -> DeltaOpener:
     return open_at
 
 
-def codec_from_header(header: Header) -> tuple[Codec | None, Codec | None]:
+def codec_from_header(header: Header, name: str = "delta") -> tuple[Codec | None, Codec | None]:
     """(codec that rebuilds target blocks, codec that decompresses source blocks)."""
     c = header.codec
     if header.kind != "squashfs" or not c:
@@ -242,16 +242,18 @@ def codec_from_header(header: Header) -> tuple[Codec | None, Codec | None]:
                 f"which is not available here; send a full bundle")
         return codec, source_codec
     except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptDeltaError(f"delta header codec is malformed: {exc}") from None
+        raise CorruptDeltaError(f"{name}: delta header field codec is malformed: {exc}") from None
 
 
-def check_sample(header: Header, codec: Codec | None, sample_frame: bytes) -> None:
+def check_sample(header: Header, codec: Codec | None, sample_frame: bytes, name: str = "delta") -> None:
     if codec is None or not header.sample_sha256:
         return
     try:
         plain = unzstd(sample_frame, dfmt.MAX_SAMPLE)
-    except CorruptDeltaError:
-        raise CorruptDeltaError("delta sample block is corrupt") from None
+    except CorruptDeltaError as exc:
+        # (the generator writes the sample with zstd's checksum: a damaged one fails here, not as a
+        # device that cannot reproduce the compressor)
+        raise CorruptDeltaError(f"{name}: the sample block is damaged: {exc}") from None
     got = hashlib.sha256(codec.compress(plain)).hexdigest()
     if got != header.sample_sha256:
         raise CannotReproduceError(
@@ -328,8 +330,8 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
         ops_start = reader.pos
         delta_size = _local_size(delta) if isinstance(delta, str) else _known_size(stream)
     did = dfmt.header_id(header_raw)
-    codec, source_codec = codec_from_header(header)
-    check_sample(header, codec, sample)
+    codec, source_codec = codec_from_header(header, name)
+    check_sample(header, codec, sample, name)
 
     try:
         sfd = os.open(source, os.O_RDONLY)
@@ -346,9 +348,10 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
             raise SourceMismatchError(f"source ended at byte {exc.pos}, the delta needs {header.source_size}") from None
         source_check = time.monotonic() - t0
         if got != header.source_sha256:
+            seen, wanted = short_digests(got, header.source_sha256)
             raise SourceMismatchError(
-                f"{source} is not the image this delta was made from (sha256 {got[:16]}…, expected "
-                f"{header.source_sha256[:16]}…): wrong base version or a corrupted slot")
+                f"{source} is not the image this delta was made from (sha256 {seen}, expected "
+                f"{wanted}): wrong base version or a corrupted slot")
         flags = os.O_RDWR | os.O_CREAT
         tfd = os.open(target, flags, 0o644)
         try:
@@ -512,7 +515,7 @@ def _run(job: _Job, resume: bool = True) -> ApplyResult:
                                                 f"check the compressor against")
                     if drain_before_decode:
                         finish_all()
-                    content = _blocks_content(op, op_index, src, codec, source_codec, name)
+                    content = _blocks_content(op, op_index, src, codec, source_codec, name, dpos)
                     assert codec is not None
                     view = memoryview(content)
                     size = block_size_of(op.mode, codec)
@@ -533,7 +536,7 @@ def _run(job: _Job, resume: bool = True) -> ApplyResult:
                                 raise CorruptDeltaError(f"{name}: patch op {op_index} refers to target bytes "
                                                         f"{offset}..{offset + n}, not written before it (at {tpos})")
                         finish_all()  # its reference may lie in blocks still being rebuilt
-                    _apply_op(op, op_index, src, out, tpos, name)
+                    _apply_op(op, op_index, src, out, tpos, name, dpos)
                 tpos += op.length
                 op_index += 1
                 dpos = reader.pos
@@ -550,8 +553,8 @@ def _run(job: _Job, resume: bool = True) -> ApplyResult:
         os.fsync(tfd)
         try:
             got = out.sha256(header.target_size)
-            problem = None if got == header.target_sha256 else (f"hashes to {got[:16]}…, expected "
-                                                                 f"{header.target_sha256[:16]}…")
+            problem = None if got == header.target_sha256 else "hashes to {}, expected {}".format(
+                *short_digests(got, header.target_sha256))
         except ShortFileError as exc:
             problem = f"ends at byte {exc.pos} of {header.target_size}"
         if problem is not None:
@@ -618,12 +621,21 @@ class _Pending:
         return all(f.done() for f in self.parts)
 
 
+def _decode_error(exc: CorruptDeltaError, name: str, kind: str, index: int, at: int) -> CorruptDeltaError:
+    """A payload that does not decode, named by the delta, the op and the op's first byte in the delta."""
+    return CorruptDeltaError(f"{name}: {kind} op {index} (at byte {at}): {exc.args[0]}; the delta is damaged")
+
+
 def _blocks_content(op: Blocks, index: int, src: Callable[[int, int], bytes], codec: Codec | None,
-                    source_codec: Codec | None, name: str) -> bytes:
+                    source_codec: Codec | None, name: str, at: int) -> bytes:
     """The new plain content of a blocks op: its patch decoded against the decompressed source extents."""
     if codec is None or source_codec is None:
         raise CorruptDeltaError(f"{name}: blocks op {index} in a delta without a compressor")
-    content = read_patch(op.encoding, op.patch, op.content_len, lambda: read_reference(op.sources, src, source_codec))
+    try:
+        content = read_patch(op.encoding, op.patch, op.content_len,
+                             lambda: read_reference(op.sources, src, source_codec))
+    except CorruptDeltaError as exc:
+        raise _decode_error(exc, name, "blocks", index, at) from None
     if len(content) != op.content_len:
         raise CorruptDeltaError(f"{name}: blocks op {index} decodes to {len(content)} bytes, expected {op.content_len}")
     return content
@@ -655,7 +667,7 @@ def _patch_reference(op: Patch, src: FdPread, out: HeldBackWriter) -> bytes | by
     return ref
 
 
-def _apply_op(op: dfmt.Op, index: int, src: FdPread, out: HeldBackWriter, tpos: int, name: str) -> None:
+def _apply_op(op: dfmt.Op, index: int, src: FdPread, out: HeldBackWriter, tpos: int, name: str, at: int) -> None:
     """A COPY, ZERO, LITERAL or PATCH op (BLOCKS ops are rebuilt on the pool by ``_run``)."""
     if isinstance(op, Copy):
         done = 0
@@ -671,12 +683,18 @@ def _apply_op(op: dfmt.Op, index: int, src: FdPread, out: HeldBackWriter, tpos: 
             out.write(zero[:n], tpos + done)
             done += n
     elif isinstance(op, Literal):
-        data = op.data if op.encoding == ENC_RAW else unzstd(op.data, op.length)
+        try:
+            data = op.data if op.encoding == ENC_RAW else unzstd(op.data, op.length)
+        except CorruptDeltaError as exc:
+            raise _decode_error(exc, name, "literal", index, at) from None
         if len(data) != op.length:
             raise CorruptDeltaError(f"{name}: literal op {index} holds {len(data)} bytes, expected {op.length}")
         out.write(data, tpos)
     elif isinstance(op, Patch):
-        data = read_patch(op.encoding, op.patch, op.length, lambda: _patch_reference(op, src, out))
+        try:
+            data = read_patch(op.encoding, op.patch, op.length, lambda: _patch_reference(op, src, out))
+        except CorruptDeltaError as exc:
+            raise _decode_error(exc, name, "patch", index, at) from None
         if len(data) != op.length or hashlib.sha256(data).digest() != op.sha256:
             raise CorruptDeltaError(f"{name}: patch op {index} does not produce the expected bytes (corrupt delta)")
         out.write(data, tpos)

@@ -425,7 +425,10 @@ class DeltaReader:
         if hlen > MAX_HEADER:
             raise self._err(f"header length {hlen} exceeds the limit of {MAX_HEADER}")
         header_raw = self.read_exact(hlen, "header")
-        header = Header.from_json(header_raw)
+        try:
+            header = Header.from_json(header_raw)
+        except CorruptDeltaError as exc:
+            raise CorruptDeltaError(f"{self.name}: {exc}") from None
         if header.version != version:
             raise self._err(f"the header says format {header.version}, the preamble {version}")
         self.version = version

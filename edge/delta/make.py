@@ -40,7 +40,7 @@ from .format import (
     Zero,
 )
 from .generic_plan import DraftPatch
-from .patches import make_patch, uses_reference
+from .patches import make_patch, uses_reference, zstd_frame
 from .generic_plan import plan as generic_plan
 from .squashfs_plan import DraftBlocks, DraftCopy, DraftLiteral, DraftZero
 from .squashfs_plan import plan as squashfs_plan
@@ -250,7 +250,7 @@ class _Encoder:
         ops: list[Op] = []
         for i in range(0, len(data), MAX_LITERAL):
             piece = data[i : i + MAX_LITERAL]
-            packed = zstandard.ZstdCompressor(level=level or self.level).compress(piece)
+            packed = zstd_frame(piece, level or self.level)
             if len(packed) < len(piece):
                 ops.append(Literal(len(piece), ENC_ZSTD, packed))
             else:
@@ -475,7 +475,7 @@ def make_delta(
                             shipped_ops=trade[0], rebuild_rate=trade[1], estimated_seconds=trade[2],
                             generic_because=generic_because, damaged_blocks=sorted(enc.damaged),
                             damaged_block_count=enc.damaged_count)
-        sample_frame = zstandard.ZstdCompressor(level=19).compress(sample) if codec is not None and sample else b""
+        sample_frame = zstd_frame(sample, 19) if codec is not None and sample else b""
         try:  # the applier must accept what is written: a header it would refuse is an internal error here
             dfmt.Header.from_json(header.to_json())
         except DeltaError as exc:

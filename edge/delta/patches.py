@@ -55,27 +55,35 @@ def unzstd(frame: bytes | memoryview, limit: int, ref: bytes | bytearray = b"") 
     try:
         size = zstandard.frame_content_size(frame)
         if size > limit:
-            raise CorruptDeltaError(f"a compressed op claims {size} bytes, more than {limit}")
+            raise CorruptDeltaError(f"zstd frame claims {size} bytes, more than {limit}")
         if ref:
             try:
                 return zstd_decompress_with_prefix(frame, ref, limit)
             except NativeUnavailable:
                 pass
             except ValueError as exc:
-                raise CorruptDeltaError(f"a compressed op does not decompress: {exc}") from None
+                raise CorruptDeltaError(f"zstd frame does not decompress ({exc})") from None
             dctx = zstandard.ZstdDecompressor(dict_data=_raw_dict(ref), max_window_size=1 << 26)
         else:
             dctx = zstandard.ZstdDecompressor(max_window_size=1 << 26)
         out = dctx.decompress(frame, max_output_size=limit)
     except zstandard.ZstdError as exc:
-        raise CorruptDeltaError(f"a compressed op does not decompress: {exc}") from None
+        raise CorruptDeltaError(f"zstd frame does not decompress ({exc})") from None
     if len(out) > limit:
-        raise CorruptDeltaError(f"a compressed op inflates past {limit} bytes")
+        raise CorruptDeltaError(f"zstd frame inflates past {limit} bytes")
     return out
 
 
 def _raw_dict(ref: bytes | bytearray) -> zstandard.ZstdCompressionDict:
     return zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
+def zstd_frame(data: bytes | bytearray | memoryview, level: int, ref: bytes | bytearray = b"") -> bytes:
+    """One zstd frame of ``data`` as the generator writes every frame of a delta: with zstd's content
+    checksum (4 bytes), which the device's decoder checks, so a damaged frame is reported at its op
+    (not as a rebuild that does not match, or a device that cannot reproduce the compressor)."""
+    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, dict_data=_raw_dict(ref) if ref else None)
+    return cctx.compress(data)
 
 
 def encode_bsdiff(data: bytes, ref: bytes, level: int) -> bytes | None:
@@ -86,8 +94,7 @@ def encode_bsdiff(data: bytes, ref: bytes, level: int) -> bytes | None:
         return None
     # (the extra stream with the reference as dictionary is 4% smaller, but loading a level-19
     # dictionary costs as much CPU as the patch it would shorten)
-    z = zstandard.ZstdCompressor(level=level)
-    c, d, e = z.compress(control), z.compress(diff), z.compress(extra)
+    c, d, e = (zstd_frame(stream, level) for stream in (control, diff, extra))
     return varint(len(c)) + varint(len(d)) + c + d + e
 
 
@@ -142,9 +149,9 @@ def make_patch(data: bytes, ref: bytes, level: int, *, bsdiff: bool = True) -> t
     everywhere, at 60% of the CPU.
     """
     if not ref:
-        return ENC_ZSTD, zstandard.ZstdCompressor(level=level).compress(data)
+        return ENC_ZSTD, zstd_frame(data, level)
     quick_level = min(level, QUICK_LEVEL)
-    quick = zstandard.ZstdCompressor(level=quick_level, dict_data=_raw_dict(ref)).compress(data)
+    quick = zstd_frame(data, quick_level, ref)
     best = (ENC_ZSTD_DICT, quick)
     if (bsdiff and data and BSDIFF_MIN_RATIO * len(data) <= len(quick) < BSDIFF_MAX_RATIO * len(data)
             and not _long_runs(data)):
@@ -155,7 +162,7 @@ def make_patch(data: bytes, ref: bytes, level: int, *, bsdiff: bool = True) -> t
             if len(payload) < BSDIFF_CLEAR_WIN * len(quick):
                 return best
     if level > quick_level:
-        full = zstandard.ZstdCompressor(level=level, dict_data=_raw_dict(ref)).compress(data)
+        full = zstd_frame(data, level, ref)
         if len(full) < len(best[1]):
             best = (ENC_ZSTD_DICT, full)
     return best

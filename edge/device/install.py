@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 from bsp.bootctl import BootControl, make_backend
 from bsp.bootctl.base import other_slot
-from edge.errors import EdgeError
+from edge.errors import EdgeError, short_digests
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, remove_if_present, saved_head
 
 from .config import DeviceConfig
@@ -284,7 +284,7 @@ class Installer:
             except ShortFileError as exc:
                 return f"ends at byte {exc.pos}, the image has {size}"
             if got != m.target.sha256:
-                return f"hashes to {got[:16]}…, the manifest says {m.target.sha256[:16]}…"
+                return "hashes to {}, the manifest says {}".format(*short_digests(got, m.target.sha256))
             out.seal()
             return None
         finally:
@@ -303,8 +303,9 @@ class Installer:
             mismatch = delta_image_mismatch(header, m.source, m.target)
             if mismatch is not None:
                 what, found, want = mismatch
-                raise DeviceError(f"the bundle's delta has {what} image {found.sha256[:16]}… ({found.size} bytes), its "
-                                  f"manifest says {want.sha256[:16]}… ({want.size} bytes): the bundle was built wrong; "
+                has, says = short_digests(found.sha256, want.sha256)
+                raise DeviceError(f"the bundle's delta has {what} image {has} ({found.size} bytes), its "
+                                  f"manifest says {says} ({want.size} bytes): the bundle was built wrong; "
                                   f"rebuild it")
             begin()
         # make sure the target can be opened for writing and is not the booted slot
@@ -328,8 +329,8 @@ class Installer:
         # apply_delta hashed the whole written target (and checked it against the delta's header):
         # that hash must also be the signed manifest's, without reading the slot a second time
         if result.sha256 != m.target.sha256:
-            raise DeviceError(f"the slot written from the delta hashes to {result.sha256[:16]}…, the manifest says "
-                              f"{m.target.sha256[:16]}…")
+            raise DeviceError("the slot written from the delta hashes to {}, the manifest says {}".format(
+                *short_digests(result.sha256, m.target.sha256)))
         return {"resumed_at_op": result.resumed_at_op, "resumed_at_pos": result.resumed_at_pos,
                 "source_check_seconds": result.source_check_seconds}
 
