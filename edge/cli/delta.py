@@ -9,6 +9,7 @@ import os
 
 from edge.delta import apply_delta, make_delta, open_delta
 from edge.delta import format as dfmt
+from edge.delta.apply import read_sample
 from edge.delta.errors import CorruptDeltaError
 from edge.progress import Progress, human_bytes
 from edge.squashfs.compressors import LZO1X_999, describe
@@ -67,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     i = s.add_parser("info", help="show what a delta contains",
                      description="Show a delta's source and target, compressor, and op counts and bytes by kind. It reads "
-                                 "the whole delta and fails (exit 10) on what apply would refuse: damaged or "
+                                 "the whole delta and fails (exit 10) on what apply would refuse: a damaged sample block, damaged or "
                                  "truncated ops, ops that do not hash to the header's ops_sha256, bytes after the end.")
     i.add_argument("patch", metavar="PATCH", help="delta file, - for standard input, or an http(s) URL")
     i.add_argument("--json", action="store_true", help="print as JSON")
@@ -149,6 +150,8 @@ def delta_info(path: str) -> dict:
     with open_delta(_delta_source(path)) as fh:
         reader = dfmt.DeltaReader(fh, name, hash_ops=True)
         header, _, sample = reader.preamble()
+        if sample:
+            read_sample(sample, name)  # (what apply checks first, info checks too)
         ops_start = reader.pos
         while True:
             before = reader.pos

@@ -245,15 +245,19 @@ def codec_from_header(header: Header, name: str = "delta") -> tuple[Codec | None
         raise CorruptDeltaError(f"{name}: delta header field codec is malformed: {exc}") from None
 
 
+def read_sample(sample_frame: bytes, name: str = "delta") -> bytes:
+    """The sample block's plain bytes. The generator writes it with zstd's checksum, so a damaged sample
+    fails here, as a damaged delta, not later as a device that cannot reproduce the compressor."""
+    try:
+        return bytes(unzstd(sample_frame, dfmt.MAX_SAMPLE))
+    except CorruptDeltaError as exc:
+        raise CorruptDeltaError(f"{name}: the sample block is damaged: {exc}") from None
+
+
 def check_sample(header: Header, codec: Codec | None, sample_frame: bytes, name: str = "delta") -> None:
     if codec is None or not header.sample_sha256:
         return
-    try:
-        plain = unzstd(sample_frame, dfmt.MAX_SAMPLE)
-    except CorruptDeltaError as exc:
-        # (the generator writes the sample with zstd's checksum: a damaged one fails here, not as a
-        # device that cannot reproduce the compressor)
-        raise CorruptDeltaError(f"{name}: the sample block is damaged: {exc}") from None
+    plain = read_sample(sample_frame, name)
     got = hashlib.sha256(codec.compress(plain)).hexdigest()
     if got != header.sample_sha256:
         raise CannotReproduceError(

@@ -440,3 +440,16 @@ def test_a_target_hash_that_differs_late_is_shown_so_that_it_differs(tmp_path, p
     with pytest.raises(DeltaError) as info:
         apply_delta(old, str(tmp_path / "d"), str(tmp_path / "t.img"))
     assert f"hashes to {real}, expected {wrong}; the target has been marked invalid" in str(info.value)
+
+
+def test_info_refuses_a_damaged_sample(tmp_path, pair):
+    """`delta info` checks the sample as apply does first (the ops_sha256 it checks starts after it)."""
+    from edge.cli.delta import delta_info
+
+    _, _, _, raw = pair
+    start = _ops_start(raw) - len(_frames(raw)[0][3])
+    mutant = bytearray(raw)
+    mutant[(start + _ops_start(raw)) // 2] ^= 0x10
+    (tmp_path / "d").write_bytes(mutant)
+    with pytest.raises(CorruptDeltaError, match="the sample block is damaged"):
+        delta_info(str(tmp_path / "d"))
