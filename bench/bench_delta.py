@@ -56,6 +56,12 @@ DEFAULT_FLAVOURS = ("edge-zstd19", "edge-zstd15", "mksquashfs-zstd15")
 SECTIONS = {"delta": "Delta: Edge vs xdelta3, zstd --patch-from, bsdiff, casync",
             "delta-lz4-lzo": "Delta of mksquashfs lz4 and lzo images"}
 LINK = 1_000_000  # bytes per second for "time to updated"
+
+
+def flavour_images(flavour: str, old_tree: str, new_tree: str) -> tuple[Path, Path]:
+    """The images of two trees made the way ``flavour`` says (built, or taken from the cache)."""
+    tool, comp, level = FLAVOURS[flavour]
+    return rf.image(old_tree, tool, comp, level), rf.image(new_tree, tool, comp, level)
 TOOLS = ("edge", "xdelta3", "zstd", "bsdiff", "casync")
 
 
@@ -268,8 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             bounds[pair] = content_bound(rf.rootfs(a), rf.rootfs(b))
             print(f"   content bound {bounds[pair]}", file=sys.stderr, flush=True)
             for flavour in flavours:
-                tool, comp, level = FLAVOURS[flavour]
-                old, new = rf.image(a, tool, comp, level), rf.image(b, tool, comp, level)
+                old, new = flavour_images(flavour, a, b)
                 runs = run_contenders(old, new, work, bsdiff=not args.no_bsdiff, label=f"{flavour:18} ")
                 results[(pair, flavour)] = {"old": old.stat().st_size, "new": new.stat().st_size, "runs": runs}
         thr = copy_throughput(rf.image(rf.PAIRS[pairs[0]][1], "edge", "zstd", 19), work) if args.section == "delta" else None

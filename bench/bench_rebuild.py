@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import zstandard  # noqa: E402
 
 from bench import rootfs as rf  # noqa: E402
-from bench.bench_delta import FLAVOURS, LINK, same, timed_apply  # noqa: E402
+from bench.bench_delta import FLAVOURS, LINK, flavour_images, same, timed_apply  # noqa: E402
 from bench.bench_stream import OpCost, delta_costs, floor_seconds  # noqa: E402
 from bench.measure import timed  # noqa: E402
 from bench.report import machine_line, update_section  # noqa: E402
@@ -131,12 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="apply and recompression runs (median reported)")
     ap.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
     args = ap.parse_args(argv)
-    tool, comp, level = FLAVOURS[args.flavour]
-    if comp != "zstd":
+    if FLAVOURS[args.flavour][1] != "zstd":
         print("error: only zstd images (the single-pass comparison is a zstd strategy)", file=sys.stderr)
         return 2
     a, b = rf.PAIRS[PAIR]
-    old, new = rf.image(a, tool, comp, level), rf.image(b, tool, comp, level)
+    old, new = flavour_images(args.flavour, a, b)
     threads = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="edge-bench-rebuild-", dir="/var/tmp"))
     try:

@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import rootfs as rf  # noqa: E402
-from bench.bench_delta import FLAVOURS, same, timed_apply  # noqa: E402
+from bench.bench_delta import FLAVOURS, flavour_images, same, timed_apply  # noqa: E402
 from bench.measure import timed  # noqa: E402
 from bench.report import machine_line, update_section  # noqa: E402
 from edge.cli.units import parse_rate  # noqa: E402
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     try:
         for flavour in flavours:
-            tool, comp, level = FLAVOURS[flavour]
-            old, new = rf.image(a, tool, comp, level), rf.image(b, tool, comp, level)
+            old, new = flavour_images(flavour, a, b)
             shutil.copyfile(new, work / "full.sqfs")
             out = work / "out.img"
             timed([EDGE, "delta", "make", str(old), str(new), "-o", str(work / "edge.delta")])

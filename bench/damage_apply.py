@@ -24,10 +24,10 @@ from __future__ import annotations
 import argparse
 import collections
 import filecmp
+import io
 import random
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import rootfs as rf  # noqa: E402
-from bench.bench_delta import FLAVOURS  # noqa: E402
+from bench.bench_delta import FLAVOURS, flavour_images  # noqa: E402
 from edge.delta import format as dfmt  # noqa: E402
 
 EDGE = str(rf.EDGE)
@@ -69,10 +69,11 @@ def damage(raw: bytes, kind: str, rng: random.Random) -> tuple[bytes, int]:
     return bytes(d), i
 
 
-def header_end(raw: bytes) -> int:
-    """Where the header ends and the sample begins (damage before it may change what the delta asks for)."""
-    _, _, hlen = dfmt.PREAMBLE.unpack_from(raw)
-    return dfmt.PREAMBLE.size + hlen + struct.calcsize("<I")
+def sample_start(raw: bytes) -> int:
+    """Where the sample begins, after the header (damage before it may change what the delta asks for)."""
+    reader = dfmt.DeltaReader(io.BytesIO(raw))
+    _, _, sample = reader.preamble()
+    return reader.pos - len(sample)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
-    tool, comp, level = FLAVOURS[args.flavour]
-    a, b = rf.PAIRS[args.pair]
-    old, new = rf.image(a, tool, comp, level), rf.image(b, tool, comp, level)
+    old, new = flavour_images(args.flavour, *rf.PAIRS[args.pair])
     work = Path(tempfile.mkdtemp(prefix="edge-damage-", dir="/var/tmp"))
     rng = random.Random(args.seed)
     seen: collections.Counter[str] = collections.Counter()
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         delta = work / "d.delta"
         subprocess.run([EDGE, "delta", "make", str(old), str(new), "-o", str(delta)], check=True, capture_output=True)
         raw = delta.read_bytes()
-        body_from = header_end(raw)
+        body_from = sample_start(raw)
         damaged, out = work / "damaged.delta", work / "out.img"
         for n in range(args.trials):
             kind = rng.choice(KINDS)

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import rootfs as rf  # noqa: E402
-from bench.bench_delta import FLAVOURS  # noqa: E402
+from bench.bench_delta import FLAVOURS, flavour_images  # noqa: E402
 from bench.bench_stream import Server  # noqa: E402
 from edge.cli.units import parse_rate  # noqa: E402
 
@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         ap.error(f"--modes takes {', '.join(MODES)}")
-    tool, comp, level = FLAVOURS[args.flavour]
-    a, b = rf.PAIRS[args.pair]
-    old, new = rf.image(a, tool, comp, level), rf.image(b, tool, comp, level)
+    old, new = flavour_images(args.flavour, *rf.PAIRS[args.pair])
     work = Path(tempfile.mkdtemp(prefix="edge-soak-", dir="/var/tmp"))
     delta = work / "d.delta"
     subprocess.run([EDGE, "delta", "make", str(old), str(new), "-o", str(delta)], check=True, capture_output=True)
