@@ -52,6 +52,7 @@ from .errors import (
     CannotReproduceError,
     CorruptDeltaError,
     DeltaError,
+    ReferenceMismatchError,
     SourceMismatchError,
     TargetMismatchError,
     TruncatedDeltaError,
@@ -625,8 +626,9 @@ class _Pending:
         return all(f.done() for f in self.parts)
 
 
-def _decode_error(exc: CorruptDeltaError, name: str, kind: str, index: int, at: int) -> CorruptDeltaError:
-    """A payload that does not decode, named by the delta, the op and the op's first byte in the delta."""
+def _decode_error(exc: DeltaError, name: str, kind: str, index: int, at: int) -> CorruptDeltaError:
+    """A payload that does not decode (or a reference that is not what the op says), named by the delta,
+    the op and the op's first byte in the delta."""
     return CorruptDeltaError(f"{name}: {kind} op {index} (at byte {at}): {exc.args[0]}; the delta is damaged")
 
 
@@ -638,7 +640,7 @@ def _blocks_content(op: Blocks, index: int, src: Callable[[int, int], bytes], co
     try:
         content = read_patch(op.encoding, op.patch, op.content_len,
                              lambda: read_reference(op.sources, src, source_codec))
-    except CorruptDeltaError as exc:
+    except (CorruptDeltaError, ReferenceMismatchError) as exc:  # (the source matched its hash: the delta is wrong)
         raise _decode_error(exc, name, "blocks", index, at) from None
     if len(content) != op.content_len:
         raise CorruptDeltaError(f"{name}: blocks op {index} decodes to {len(content)} bytes, expected {op.content_len}")
@@ -674,6 +676,9 @@ def _patch_reference(op: Patch, src: FdPread, out: HeldBackWriter) -> bytes | by
 def _apply_op(op: dfmt.Op, index: int, src: FdPread, out: HeldBackWriter, tpos: int, name: str, at: int) -> None:
     """A COPY, ZERO, LITERAL or PATCH op (BLOCKS ops are rebuilt on the pool by ``_run``)."""
     if isinstance(op, Copy):
+        if op.src + op.length > src.limit:
+            raise CorruptDeltaError(f"{name}: copy op {index} (at byte {at}) reads source bytes {op.src}..{op.src + op.length}, "
+                                    f"past the source image's {src.limit}; the delta is damaged")
         done = 0
         while done < op.length:
             n = min(COPY_CHUNK, op.length - done)

@@ -18,7 +18,7 @@ from edge.fsutil import ShortFileError, pread_into
 from edge.squashfs import format as sqfmt
 from edge.squashfs.compressors import Codec, CodecError
 
-from .errors import CorruptDeltaError, SourceMismatchError
+from .errors import CorruptDeltaError, ReferenceMismatchError, SourceMismatchError
 from .format import (
     BLOCK_COMPRESSED,
     BLOCK_SPARSE,
@@ -136,7 +136,7 @@ def read_reference(sources: tuple[SourceBlock | SourceChain, ...], pread: Pread,
                 else:
                     plain = _decompress(codec, raw, codec.block_size, src.offset)
                 if len(plain) != src.plain:
-                    raise SourceMismatchError(f"source block at {src.offset} holds {len(plain)} bytes, the delta expects {src.plain}")
+                    raise ReferenceMismatchError(f"source block at {src.offset} holds {len(plain)} bytes, the delta expects {src.plain}")
                 out += plain
         else:
             pos = src.start
@@ -144,7 +144,7 @@ def read_reference(sources: tuple[SourceBlock | SourceChain, ...], pread: Pread,
                 (word,) = sqfmt.U16.unpack(pread(pos, 2))
                 size = word & ~sqfmt.METADATA_UNCOMPRESSED
                 if not 0 < size <= sqfmt.METADATA_SIZE or pos + 2 + size > src.end:
-                    raise SourceMismatchError(f"source metadata block at {pos} has a bad header")
+                    raise ReferenceMismatchError(f"source metadata block at {pos} has a bad header")
                 raw = pread(pos + 2, size)
                 out += raw if word & sqfmt.METADATA_UNCOMPRESSED else _decompress(codec, raw, sqfmt.METADATA_SIZE, pos)
                 pos += 2 + size
@@ -157,4 +157,4 @@ def _decompress(codec: Codec, raw: bytes, limit: int, offset: int) -> bytes:
     try:
         return codec.decompress(raw, limit)
     except CodecError as exc:
-        raise SourceMismatchError(f"source block at offset {offset} does not decompress: {exc}") from None
+        raise ReferenceMismatchError(f"source block at offset {offset} does not decompress: {exc}") from None

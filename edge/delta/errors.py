@@ -23,6 +23,12 @@ class SourceMismatchError(DeltaError):
     """The source (the active slot) is not the image the delta was made from."""
 
 
+class ReferenceMismatchError(SourceMismatchError):
+    """The source bytes an op names are not the blocks the op says they are. The applier checks the whole
+    source against the delta's hash first, so there it means a damaged delta; the generator, reading a
+    damaged old image, sends those bytes without a reference."""
+
+
 class CannotReproduceError(DeltaError):
     """This machine cannot recompress blocks exactly as the target image's compressor did."""
 

@@ -64,6 +64,7 @@ MODE_METADATA = 1  # squashfs metadata blocks: 8 KiB plain, each prefixed by its
 BLOCK_COMPRESSED = 0
 BLOCK_STORED = 1
 BLOCK_SPARSE = 2
+BLOCK_UNUSED = 3  # (the fourth value of a 2-bit flag: refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,6 +484,10 @@ class DeltaReader:
             content_len = self.capped("content length", MAX_OP_CONTENT)
             nflags = self.capped("block count", MAX_OP_CONTENT // 4096 + 1)
             flags = unpack_flags(self.read_exact((nflags + 3) // 4, "block flags"), nflags)
+            if BLOCK_UNUSED in flags:
+                raise self._err(f"block flag {BLOCK_UNUSED} is unknown")
+            if mode == MODE_METADATA and BLOCK_SPARSE in flags:
+                raise self._err("a metadata block cannot be a hole")
             enc = self.read_exact(1, "patch encoding")[0]
             if enc not in PATCH_ENCODINGS:
                 raise self._err(f"patch encoding {enc} is unknown")
