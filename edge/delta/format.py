@@ -30,6 +30,10 @@ VERSION = 4  # 2 added ENC_BSDIFF, 3 OP_PATCH_TARGET, 4 what format_version says
 READABLE_VERSIONS = frozenset({1, 2, 3, 4})
 PREAMBLE = struct.Struct("<8sII")
 MAX_HEADER = 1 << 20
+HEADER_SHA256 = "header_sha256"  # header key: sha256 of the header's canonical JSON without this key
+# every header field of the deltas made before headers carried HEADER_SHA256
+UNSEALED_FIELDS = frozenset({"format", "kind", "source", "target", "op_count", "codec", "sample_sha256", "generator",
+                             "stats", "ops_sha256"})
 MAX_SAMPLE = 1 << 20
 # Hard caps a device enforces whatever a delta claims (the generator stays well below them).
 # Per-op limits, chosen so that the applier's peak memory stays under 64 MiB with everything
@@ -159,6 +163,7 @@ class Header:
     stats: dict = field(default_factory=dict)
     ops_sha256: str | None = None  # sha256 of every encoded op and END: makes the header (the checkpoint id) name the whole delta
     version: int = VERSION  # the format version the delta needs (``format_version``); also in the preamble
+    sealed: bool = field(default=False, compare=False)  # (read, not written) the header carried a header_sha256 and matched it
 
     def to_json(self) -> bytes:
         obj = {
@@ -174,7 +179,7 @@ class Header:
         }
         if self.ops_sha256 is not None:
             obj["ops_sha256"] = self.ops_sha256
-        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+        return seal_header(obj)
 
     @classmethod
     def from_json(cls, raw: bytes) -> "Header":
@@ -182,6 +187,13 @@ class Header:
             obj = json.loads(raw, parse_constant=_reject_constant)
             if not isinstance(obj, dict):
                 raise CorruptDeltaError("delta header is not a JSON object")
+            sealed = HEADER_SHA256 in obj  # (checked before any field is believed; deltas made before it have none)
+            if sealed and obj.pop(HEADER_SHA256) != hashlib.sha256(_canonical(obj)).hexdigest():
+                raise CorruptDeltaError(f"delta header is damaged: it does not hash to its {HEADER_SHA256}")
+            unknown = sorted(set(obj) - UNSEALED_FIELDS)
+            if not sealed and unknown:  # (a sealed header may carry fields a newer Edge added; the hash vouches)
+                raise CorruptDeltaError(f"delta header is damaged: it has no {HEADER_SHA256} and a field "
+                                        f"{unknown[0]!r} that Edge never wrote without one")
             if type(obj.get("format")) is not int or obj["format"] not in READABLE_VERSIONS:
                 raise CorruptDeltaError(f"delta header format {obj.get('format')!r} is not supported (this Edge reads "
                                         f"{', '.join(map(str, sorted(READABLE_VERSIONS)))})")
@@ -194,10 +206,11 @@ class Header:
                 op_count=_uint(obj["op_count"], "op_count"),
                 codec=_codec(obj.get("codec")),
                 sample_sha256=None if obj.get("sample_sha256") is None else _hex(obj["sample_sha256"], "sample_sha256"),
-                generator=str(obj.get("generator", "")),
+                generator=_text(obj.get("generator", ""), "generator"),
                 stats=_dict(obj.get("stats") or {}, "stats"),
                 ops_sha256=None if obj.get("ops_sha256") is None else _hex(obj["ops_sha256"], "ops_sha256"),
                 version=obj["format"],
+                sealed=sealed,
             )
         except CorruptDeltaError:
             raise
@@ -205,6 +218,17 @@ class Header:
             raise CorruptDeltaError("delta header is malformed: nested too deeply") from None
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise CorruptDeltaError(f"delta header is malformed: {exc}") from None
+
+
+def seal_header(obj: dict) -> bytes:
+    """A header object as bytes, with its ``header_sha256`` (over the same object without it) added."""
+    fields = {k: v for k, v in obj.items() if k != HEADER_SHA256}
+    return _canonical({**fields, HEADER_SHA256: hashlib.sha256(_canonical(fields)).hexdigest()})
+
+
+def _canonical(obj: dict) -> bytes:
+    """The header's JSON as the generator writes it (and as the reader re-makes it to check its hash)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _reject_constant(name: str) -> float:
@@ -277,6 +301,12 @@ def _codec(v: object) -> dict | None:
 def _uint(v: object, name: str) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
         raise CorruptDeltaError(f"delta header field {name} is not a non-negative integer")
+    return v
+
+
+def _text(v: object, name: str) -> str:
+    if not isinstance(v, str):
+        raise CorruptDeltaError(f"delta header field {name} is not a string")
     return v
 
 
@@ -420,18 +450,21 @@ class DeltaReader:
         magic, version, hlen = PREAMBLE.unpack(raw)
         if magic != MAGIC:
             raise CorruptDeltaError(f"{self.name}: not an Edge delta (bad magic {magic[:8]!r})")
-        if version not in READABLE_VERSIONS:
-            raise CorruptDeltaError(f"{self.name}: delta format version {version} is not supported (this Edge reads "
-                                    f"{', '.join(map(str, sorted(READABLE_VERSIONS)))}); update Edge on this device")
+        unsupported = CorruptDeltaError(
+            f"{self.name}: delta format version {version} is not supported (this Edge reads "
+            f"{', '.join(map(str, sorted(READABLE_VERSIONS)))}); update Edge on this device")
         if hlen > MAX_HEADER:
-            raise self._err(f"header length {hlen} exceeds the limit of {MAX_HEADER}")
+            raise unsupported if version not in READABLE_VERSIONS else self._err(
+                f"header length {hlen} exceeds the limit of {MAX_HEADER}")
         header_raw = self.read_exact(hlen, "header")
         try:
             header = Header.from_json(header_raw)
         except CorruptDeltaError as exc:
-            raise CorruptDeltaError(f"{self.name}: {exc}") from None
+            raise unsupported if version not in READABLE_VERSIONS else CorruptDeltaError(f"{self.name}: {exc}") from None
         if header.version != version:
-            raise self._err(f"the header says format {header.version}, the preamble {version}")
+            if version not in READABLE_VERSIONS and not header.sealed:  # (an old delta: which of the two is wrong?)
+                raise unsupported
+            raise self._err(f"the header says format {header.version}, the preamble {version}; the delta is damaged")
         self.version = version
         (slen,) = struct.unpack("<I", self.read_exact(4, "sample length"))
         if slen > MAX_SAMPLE:

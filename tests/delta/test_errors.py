@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -52,7 +53,7 @@ def _rewrite_header(raw: bytes, change) -> bytes:
     magic, version, hlen = dfmt.PREAMBLE.unpack_from(raw)
     header = json.loads(raw[dfmt.PREAMBLE.size : dfmt.PREAMBLE.size + hlen])
     change(header)
-    new = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    new = dfmt.seal_header(header)  # (a header made so, not a damaged one)
     return dfmt.PREAMBLE.pack(magic, version, len(new)) + new + raw[dfmt.PREAMBLE.size + hlen :]
 
 
@@ -77,14 +78,21 @@ def test_device_that_cannot_reproduce_the_compressor_stops_before_writing(tmp_pa
     assert not (tmp_path / "t.img").exists()
 
 
-def test_not_a_delta_and_unsupported_version(tmp_path, pair):
+def test_not_a_delta(tmp_path, pair):
     old, _, _, raw = pair
     (tmp_path / "x").write_bytes(b"hello world, not a delta")
     with pytest.raises(CorruptDeltaError, match="not an Edge delta"):
         apply_delta(old, str(tmp_path / "x"), str(tmp_path / "t"))
-    (tmp_path / "v").write_bytes(raw[:8] + struct.pack("<I", 99) + raw[12:])
-    with pytest.raises(CorruptDeltaError, match="version 99 is not supported"):
-        apply_delta(old, str(tmp_path / "v"), str(tmp_path / "t"))
+
+
+def _unsealed(raw: bytes) -> bytes:
+    """The delta as Edge wrote it before headers carried their hash."""
+    start, end = _header_span(raw)
+    obj = json.loads(raw[start:end])
+    del obj[dfmt.HEADER_SHA256]
+    header = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    magic, version, _ = dfmt.PREAMBLE.unpack_from(raw)
+    return dfmt.PREAMBLE.pack(magic, version, len(header)) + header + raw[end:]
 
 
 def test_trailing_garbage_is_refused(tmp_path, pair):
@@ -428,8 +436,6 @@ def test_a_target_hash_that_differs_late_is_shown_so_that_it_differs(tmp_path, p
     """A header whose target hash differs from the image's only in its last digit: the message shows
     both hashes far enough to tell them apart (it used to show the same 16 digits twice)."""
     old, new, _, raw = pair
-    import hashlib
-
     real = hashlib.sha256(open(new, "rb").read()).hexdigest()
     wrong = real[:-1] + ("0" if real[-1] != "0" else "1")
 
@@ -453,3 +459,88 @@ def test_info_refuses_a_damaged_sample(tmp_path, pair):
     (tmp_path / "d").write_bytes(mutant)
     with pytest.raises(CorruptDeltaError, match="the sample block is damaged"):
         delta_info(str(tmp_path / "d"))
+
+
+def _header_span(raw: bytes) -> tuple[int, int]:
+    _, _, hlen = dfmt.PREAMBLE.unpack_from(raw)
+    return dfmt.PREAMBLE.size, dfmt.PREAMBLE.size + hlen
+
+
+def test_the_generator_seals_its_header(pair):
+    _, _, _, raw = pair
+    start, end = _header_span(raw)
+    obj = json.loads(raw[start:end])
+    claimed = obj.pop(dfmt.HEADER_SHA256)
+    assert claimed == hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_damaged_header_is_a_damaged_delta_before_anything_is_believed(tmp_path_factory, pair, data):
+    """A flip in the header's JSON used to read as what the header then said: a source slot that is "not
+    the image this delta was made from", a device that "cannot reproduce zstd level 18", a target marked
+    invalid after a whole apply. Now it is the delta's damaged header, before the source is read."""
+    old, _, _, raw = pair
+    start, end = _header_span(raw)
+    mutant = bytearray(raw)
+    pos = data.draw(st.integers(start, end - 1), label="pos")
+    mutant[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+    tmp = tmp_path_factory.mktemp("header")
+    (tmp / "d").write_bytes(mutant)
+    with pytest.raises(CorruptDeltaError) as info:
+        apply_delta(old, str(tmp / "d"), str(tmp / "t.img"))
+    assert str(info.value).startswith(f"{tmp / 'd'}: delta header is "), str(info.value)  # (damaged or malformed)
+    assert not (tmp / "t.img").exists()
+
+
+def test_a_delta_made_before_the_header_hash_still_applies(tmp_path, pair):
+    old, new, _, raw = pair
+    (tmp_path / "d").write_bytes(_unsealed(raw))
+    apply_delta(old, str(tmp_path / "d"), str(tmp_path / "t.img"))
+    assert (tmp_path / "t.img").read_bytes() == open(new, "rb").read()
+
+
+def test_a_damaged_preamble_version_is_told_from_a_newer_format(tmp_path, pair):
+    old, _, _, raw = pair
+    _, version, _ = dfmt.PREAMBLE.unpack_from(raw)
+    other = min(v for v in dfmt.READABLE_VERSIONS if v != version)
+    (tmp_path / "d").write_bytes(raw[:8] + struct.pack("<I", other) + raw[12:])
+    with pytest.raises(CorruptDeltaError, match=rf"the header says format {version}, the preamble {other}; "
+                                                rf"the delta is damaged"):
+        apply_delta(old, str(tmp_path / "d"), str(tmp_path / "t.img"))
+
+    def newer(h):
+        h["format"] = 99
+
+    for name, delta in (("newer", _rewrite_header(raw, newer)), ("unsealed", _unsealed(raw))):
+        (tmp_path / name).write_bytes(delta[:8] + struct.pack("<I", 99) + delta[12:])
+        with pytest.raises(CorruptDeltaError, match="version 99 is not supported .* update Edge on this device"):
+            apply_delta(old, str(tmp_path / name), str(tmp_path / "t.img"))
+    (tmp_path / "sealed").write_bytes(raw[:8] + struct.pack("<I", 99) + raw[12:])
+    with pytest.raises(CorruptDeltaError, match=f"the header says format {version}, the preamble 99; the delta is damaged"):
+        apply_delta(old, str(tmp_path / "sealed"), str(tmp_path / "t.img"))
+
+
+def test_a_damaged_name_of_the_header_hash_is_not_an_old_delta(tmp_path, pair):
+    """A flip in the key "header_sha256" itself leaves a header without it: it is still refused, since
+    the deltas made before the hash hold only fields Edge knew then."""
+    old, _, _, raw = pair
+    start, end = _header_span(raw)
+    at = raw.index(dfmt.HEADER_SHA256.encode(), start, end) + 6  # the "_" of "header_sha256"
+    mutant = bytearray(raw)
+    mutant[at] ^= 0x01
+    (tmp_path / "d").write_bytes(mutant)
+    with pytest.raises(CorruptDeltaError, match=r"delta header is damaged: it has no header_sha256 and a field "
+                                                r"'header\^sha256'"):
+        apply_delta(old, str(tmp_path / "d"), str(tmp_path / "t.img"))
+
+
+def test_a_sealed_header_may_carry_a_field_a_newer_edge_added(tmp_path, pair):
+    old, new, _, raw = pair
+
+    def newer(h):
+        h["hint"] = {"anything": [1, 2]}
+
+    (tmp_path / "d").write_bytes(_rewrite_header(raw, newer))
+    apply_delta(old, str(tmp_path / "d"), str(tmp_path / "t.img"))
+    assert (tmp_path / "t.img").read_bytes() == open(new, "rb").read()

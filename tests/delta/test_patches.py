@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
@@ -161,8 +162,11 @@ def test_reader_accepts_bsdiff_and_version_1_deltas_and_refuses_unknown_encoding
     header = dfmt.Header("generic", 1, "0" * 64, 1, "1" * 64, 0, version=2)
     pre = dfmt.encode_preamble(header, None)
     assert struct.unpack("<I", pre[8:12])[0] == 2
-    v1 = pre[:8] + struct.pack("<I", 1) + pre[12:]
-    v1 = v1.replace(b'"format":2', b'"format":1')
+    old_header = json.loads(header.to_json())  # (as a version 1 delta was written: no header_sha256)
+    del old_header[dfmt.HEADER_SHA256]
+    old_header["format"] = 1
+    raw = json.dumps(old_header, sort_keys=True, separators=(",", ":")).encode()
+    v1 = dfmt.PREAMBLE.pack(dfmt.MAGIC, 1, len(raw)) + raw + pre[dfmt.PREAMBLE.size + len(header.to_json()):]
     hdr, _, _ = dfmt.DeltaReader(io.BytesIO(v1), "d").preamble()
     assert hdr.source_sha256 == "0" * 64
 
