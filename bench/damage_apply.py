@@ -4,7 +4,7 @@
 The tests damage deltas of small generated images (tests/delta/test_errors.py); this does the same
 to the benchmark's real Debian pair, where the delta holds hundreds of patches. Each trial damages a
 copy of the delta one way (bit flips, a random run of bytes, inserted bytes, a truncation, or a flip
-within the first 4 KiB: header and sample), runs ``edge delta apply OLD DAMAGED -o OUT --json``
+within the first 4 KiB: header and sample; with ``--kinds header``, a flip within the header's JSON), runs ``edge delta apply OLD DAMAGED -o OUT --json``
 under ``/usr/bin/time`` and checks:
 
 - exit 0 only with OUT identical to the new image, otherwise exit 10 (a delta error);
@@ -38,9 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import rootfs as rf  # noqa: E402
 from bench.bench_delta import FLAVOURS, flavour_images  # noqa: E402
+from edge.delta import format as dfmt  # noqa: E402
 
 EDGE = str(rf.EDGE)
 KINDS = ("flip", "run", "insert", "truncate", "head")
+EXTRA_KINDS = ("header",)  # (only when asked for: --kinds header)
 RSS_LIMIT_MIB = 64
 
 
@@ -64,6 +66,11 @@ def damage(raw: bytes, kind: str, rng: random.Random) -> tuple[bytes, int]:
     if kind == "truncate":
         i = rng.randrange(len(d))
         return bytes(d[:i]), i
+    if kind == "header":
+        hlen = dfmt.PREAMBLE.unpack_from(raw)[2]
+        i = rng.randrange(dfmt.PREAMBLE.size, dfmt.PREAMBLE.size + hlen)
+        d[i] ^= 1 << rng.randrange(8)
+        return bytes(d), i
     i = rng.randrange(min(4096, len(d)))
     d[i] ^= 1 << rng.randrange(8)
     return bytes(d), i
@@ -75,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pair", default="security", choices=sorted(rf.PAIRS))
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help=f"comma-separated damage kinds, of {', '.join(KINDS + EXTRA_KINDS)} (default: %(default)s)")
     args = ap.parse_args(argv)
+    kinds = tuple(args.kinds.split(","))
+    if not set(kinds) <= set(KINDS + EXTRA_KINDS):
+        ap.error(f"--kinds: unknown kind in {args.kinds!r}")
     old, new = flavour_images(args.flavour, *rf.PAIRS[args.pair])
     work = Path(tempfile.mkdtemp(prefix="edge-damage-", dir="/var/tmp"))
     rng = random.Random(args.seed)
@@ -87,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = delta.read_bytes()
         damaged, out = work / "damaged.delta", work / "out.img"
         for n in range(args.trials):
-            kind = rng.choice(KINDS)
+            kind = rng.choice(kinds)
             mutant, at = damage(raw, kind, rng)
             damaged.write_bytes(mutant)
             for leftover in (out, out.with_name(out.name + ".edge-apply")):
