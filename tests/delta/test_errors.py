@@ -85,16 +85,6 @@ def test_not_a_delta(tmp_path, pair):
         apply_delta(old, str(tmp_path / "x"), str(tmp_path / "t"))
 
 
-def _unsealed(raw: bytes) -> bytes:
-    """The delta as Edge wrote it before headers carried their hash."""
-    start, end = _header_span(raw)
-    obj = json.loads(raw[start:end])
-    del obj[dfmt.HEADER_SHA256]
-    header = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-    magic, version, _ = dfmt.PREAMBLE.unpack_from(raw)
-    return dfmt.PREAMBLE.pack(magic, version, len(header)) + header + raw[end:]
-
-
 def test_trailing_garbage_is_refused(tmp_path, pair):
     old, _, _, raw = pair
     (tmp_path / "g").write_bytes(raw + b"garbage")
@@ -464,6 +454,16 @@ def test_info_refuses_a_damaged_sample(tmp_path, pair):
 def _header_span(raw: bytes) -> tuple[int, int]:
     _, _, hlen = dfmt.PREAMBLE.unpack_from(raw)
     return dfmt.PREAMBLE.size, dfmt.PREAMBLE.size + hlen
+
+
+def _unsealed(raw: bytes) -> bytes:
+    """The delta as Edge wrote it before headers carried their hash."""
+    start, end = _header_span(raw)
+    obj = json.loads(raw[start:end])
+    del obj[dfmt.HEADER_SHA256]
+    header = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    magic, version, _ = dfmt.PREAMBLE.unpack_from(raw)
+    return dfmt.PREAMBLE.pack(magic, version, len(header)) + header + raw[end:]
 
 
 def test_the_generator_seals_its_header(pair):
