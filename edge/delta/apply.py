@@ -489,10 +489,12 @@ def _run(job: _Job, resume: bool = True) -> ApplyResult:
         data = b"".join(f.result() for f in p.parts)
         if len(data) != p.length or hashlib.sha256(data).digest() != p.sha256:
             assert codec is not None
+            which = (f"; `edge delta info {name}` tells which: it checks every op against the header's ops_sha256"
+                     if header.ops_sha256 else "")
             raise CannotReproduceError(
                 f"{name}: blocks op {p.index} rebuilt {len(data)} bytes that do not match the target: the delta is "
                 f"damaged, or this device does not reproduce {codec.label} blocks exactly "
-                f"({codec.impl_version}; its sample block matched); send a full bundle")
+                f"({codec.impl_version}; its sample block matched){which}; send a full bundle")
         out.write(data, p.tpos)
         pending_bytes -= p.content_len
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.delta import CorruptDeltaError, DeltaError, SourceMismatchError, apply_delta
+from edge.delta import CannotReproduceError, CorruptDeltaError, DeltaError, SourceMismatchError, apply_delta
 from edge.delta import format as dfmt
 from edge.fsutil import HEAD_HELD_BACK
 
@@ -173,3 +173,23 @@ def test_the_flags_a_generator_writes_still_read(parsed):
     _, _, _, _, ops = parsed
     for op in ops:
         assert dfmt.DeltaReader(io.BytesIO(dfmt.encode_op(op)), "d").op() == op
+
+
+def test_a_rebuild_that_does_not_match_points_to_the_check_that_tells_why(tmp_path, parsed):
+    """Rebuilt blocks that miss their op's hash may be a damaged delta or a device that compresses
+    differently; the message names the command that tells which, and that command does."""
+    from edge.cli.delta import delta_info
+
+    old, _, header, sample, ops = parsed
+    i = _first(ops, dfmt.Blocks, lambda op: dfmt.BLOCK_COMPRESSED in op.flags)
+    changed = list(ops)
+    changed[i] = dataclasses.replace(ops[i], sha256=bytes(32))
+    made = b"".join(dfmt.encode_op(op) for op in ops) + dfmt.END
+    damaged = dataclasses.replace(header, ops_sha256=hashlib.sha256(made).hexdigest())  # (damage leaves it as made)
+    delta = tmp_path / "x.delta"
+    delta.write_bytes(dfmt.encode_preamble(damaged, sample) + b"".join(dfmt.encode_op(op) for op in changed) + dfmt.END)
+    with pytest.raises(CannotReproduceError, match=rf"blocks op {i} rebuilt .*; `edge delta info {delta}` tells "
+                                                   rf"which: .*; send a full bundle$"):
+        apply_delta(old, str(delta), str(tmp_path / "t.img"))
+    with pytest.raises(CorruptDeltaError, match="do not hash to the ops_sha256 in its header: the delta is damaged"):
+        delta_info(str(delta))
