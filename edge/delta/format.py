@@ -188,7 +188,7 @@ class Header:
             if not isinstance(obj, dict):
                 raise CorruptDeltaError("delta header is not a JSON object")
             sealed = HEADER_SHA256 in obj  # (checked before any field is believed; deltas made before it have none)
-            if sealed and obj.pop(HEADER_SHA256) != hashlib.sha256(_canonical(obj)).hexdigest():
+            if sealed and obj.pop(HEADER_SHA256) != _header_digest(obj):
                 raise CorruptDeltaError(f"delta header is damaged: it does not hash to its {HEADER_SHA256}")
             unknown = sorted(set(obj) - UNSEALED_FIELDS)
             if not sealed and unknown:  # (a sealed header may carry fields a newer Edge added; the hash vouches)
@@ -223,7 +223,12 @@ class Header:
 def seal_header(obj: dict) -> bytes:
     """A header object as bytes, with its ``header_sha256`` (over the same object without it) added."""
     fields = {k: v for k, v in obj.items() if k != HEADER_SHA256}
-    return _canonical({**fields, HEADER_SHA256: hashlib.sha256(_canonical(fields)).hexdigest()})
+    return _canonical({**fields, HEADER_SHA256: _header_digest(fields)})
+
+
+def _header_digest(fields: dict) -> str:
+    """The header_sha256 of a header's other fields: what the generator writes and the reader checks."""
+    return hashlib.sha256(_canonical(fields)).hexdigest()
 
 
 def _canonical(obj: dict) -> bytes:
@@ -264,8 +269,7 @@ def _codec(v: object) -> dict | None:
         c["source_block_size"] = _block_size(c.get("source_block_size"), "codec.source_block_size")
     if c.get("name"):
         name = _str(c["name"], "codec.name", CODEC_NAMES)
-        if not isinstance(c.get("impl"), str):
-            raise CorruptDeltaError("delta header field codec.impl is not a string")
+        _text(c.get("impl"), "codec.impl")
         lo, hi = CODEC_LEVELS[name]
         level = _uint(c.get("level"), "codec.level")
         if not lo <= level <= hi:
@@ -450,19 +454,19 @@ class DeltaReader:
         magic, version, hlen = PREAMBLE.unpack(raw)
         if magic != MAGIC:
             raise CorruptDeltaError(f"{self.name}: not an Edge delta (bad magic {magic[:8]!r})")
+        readable = version in READABLE_VERSIONS
         unsupported = CorruptDeltaError(
             f"{self.name}: delta format version {version} is not supported (this Edge reads "
             f"{', '.join(map(str, sorted(READABLE_VERSIONS)))}); update Edge on this device")
         if hlen > MAX_HEADER:
-            raise unsupported if version not in READABLE_VERSIONS else self._err(
-                f"header length {hlen} exceeds the limit of {MAX_HEADER}")
+            raise unsupported if not readable else self._err(f"header length {hlen} exceeds the limit of {MAX_HEADER}")
         header_raw = self.read_exact(hlen, "header")
         try:
             header = Header.from_json(header_raw)
         except CorruptDeltaError as exc:
-            raise unsupported if version not in READABLE_VERSIONS else CorruptDeltaError(f"{self.name}: {exc}") from None
+            raise unsupported if not readable else CorruptDeltaError(f"{self.name}: {exc}") from None
         if header.version != version:
-            if version not in READABLE_VERSIONS and not header.sealed:  # (an old delta: which of the two is wrong?)
+            if not readable and not header.sealed:  # (an old delta: which of the two is wrong?)
                 raise unsupported
             raise self._err(f"the header says format {header.version}, the preamble {version}; the delta is damaged")
         self.version = version
