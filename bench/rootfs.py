@@ -6,7 +6,7 @@ filesystems have thousands of small files, hard links, device nodes, ELF
 binaries and byte-compiled Python, and real updates touch a scattered subset
 of them.  So the benchmarks use Debian trees (``TREES``) and the pairs a device
 really sees (``PAIRS``): a security update, one added package, a release
-upgrade.
+upgrade, and a configuration-only release.
 
 Each tree lives in ``bench/cache/rootfs/<name>/`` with a completion stamp
 ``<name>.stamp.json`` next to it (recipe, ``dpkg-query -W`` output, the
@@ -18,7 +18,7 @@ Images of the trees, built with Edge or mksquashfs at given settings, are
 cached in ``bench/cache/images/`` and rebuilt when the tree, the Edge squashfs
 sources or the mksquashfs version change.
 
-    .venv/bin/python bench/rootfs.py                 # build all four trees
+    .venv/bin/python bench/rootfs.py                 # build all five trees
     .venv/bin/python bench/rootfs.py bookworm-base   # just one (and its parent)
     .venv/bin/python bench/rootfs.py --images        # also zstd images with both tools
 """
@@ -49,6 +49,12 @@ EDGE = REPO / ".venv" / "bin" / "edge"
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 EXTRA_PACKAGE = "curl"  # what bookworm-plus-pkg adds: a common small tool that pulls in nine libraries
+# what bookworm-config changes: a configuration-only release (a file changed, a directory and a file added,
+# a symlink retargeted; no package changes). The content is fixed, so every build of the tree is the same.
+CONFIG_MOTD_LINE = "Fleet release 2026.11: managed by Edge.\n"
+CONFIG_FILE = ("etc/edge/app.conf", "# application settings (release 2026.11)\n[mqtt]\nbroker = mqtt.example.com\n"
+               "port = 8883\nkeepalive = 60\n\n[telemetry]\ninterval = 300\n")
+CONFIG_TIMEZONE = "Europe/Berlin"
 IMAGE_EPOCH = 1735689600  # 2025-01-01 UTC: SOURCE_DATE_EPOCH for every cached image (clamps file times)
 DEFAULT_BLOCK_SIZE = 128 * 1024
 DEFAULT_LEVELS = {"zstd": 15, "gzip": 9, "xz": 6}  # both tools' defaults
@@ -75,6 +81,8 @@ TREES: dict[str, Recipe] = {
         Recipe("bookworm-plus-pkg", f"bookworm-base + apt-get install --no-install-recommends {EXTRA_PACKAGE}",
                "bookworm", parent="bookworm-base"),
         Recipe("trixie-base", "debootstrap --variant=minbase --include=python3 trixie", "trixie"),
+        Recipe("bookworm-config", f"bookworm-base + /etc/motd changed, /{CONFIG_FILE[0]} added, /etc/localtime -> "
+               f"{CONFIG_TIMEZONE} (no package changes)", "bookworm", parent="bookworm-base"),
     )
 }
 
@@ -83,7 +91,9 @@ PAIRS: dict[str, tuple[str, str]] = {
     "security": ("bookworm-base", "bookworm-security"),
     "plus-pkg": ("bookworm-base", "bookworm-plus-pkg"),
     "trixie": ("bookworm-base", "trixie-base"),
+    "config": ("bookworm-base", "bookworm-config"),
 }
+ISSUE_PAIRS = ("security", "plus-pkg", "trixie")  # the pairs issue #5 sets its targets on
 
 
 class BuildError(Exception):
@@ -162,13 +172,16 @@ def build(name: str) -> dict:
     else:
         _run(["cp", "-a", "--reflink=auto", str(parent), str(work)], log)
         before = _packages(work, log)
-        with _chroot_session(work):
-            if name == "bookworm-security":
-                extra = _security_upgrade(work, log, before)
-            elif name == "bookworm-plus-pkg":
-                extra = _install_extra(work, log, before)
-            else:
-                raise AssertionError(f"no chroot recipe for {name}")
+        if name == "bookworm-config":
+            extra = _configure_release(work)
+        else:
+            with _chroot_session(work):
+                if name == "bookworm-security":
+                    extra = _security_upgrade(work, log, before)
+                elif name == "bookworm-plus-pkg":
+                    extra = _install_extra(work, log, before)
+                else:
+                    raise AssertionError(f"no chroot recipe for {name}")
     _make_reproducible(work, log)
     packages_text = _chroot(work, ["dpkg-query", "-W"], log, capture=True)
     os.rename(work, final)
@@ -280,6 +293,21 @@ def _install_extra(root: Path, log: Path, before: dict[str, str]) -> dict:
     changes = _package_changes(before, _packages(root, log))
     changes["installed"] = EXTRA_PACKAGE
     return changes
+
+
+def _configure_release(root: Path) -> dict:
+    """A configuration-only release: what a fleet ships when only settings change (no chroot needed)."""
+    motd = root / "etc/motd"
+    motd.write_text(motd.read_text() + CONFIG_MOTD_LINE)
+    path, content = CONFIG_FILE
+    (root / path).parent.mkdir(mode=0o755, exist_ok=True)
+    (root / path).write_text(content)
+    (root / path).chmod(0o644)
+    localtime = root / "etc/localtime"
+    localtime.unlink()
+    localtime.symlink_to(f"/usr/share/zoneinfo/{CONFIG_TIMEZONE}")
+    (root / "etc/timezone").write_text(CONFIG_TIMEZONE + "\n")
+    return {"configured": ["/etc/motd", f"/{path}", "/etc/localtime", "/etc/timezone"]}
 
 
 @contextlib.contextmanager
