@@ -14,6 +14,9 @@ Order of checks (nothing is written before the first two pass):
    ``target.sha256``; if not, its first 4 KiB are zeroed so it can never be
    mistaken for a good image, and the checkpoint is marked invalid.
 
+The target is locked (``flock``, edge.locking) from before its first byte is
+written: a second apply or install into it is refused with BusyError.
+
 Progress is checkpointed at op boundaries (target fsynced first, then the
 state file replaced atomically), so an apply killed at any point resumes from
 the last checkpoint without re-reading the delta before it.
@@ -42,6 +45,7 @@ import zstandard
 from edge.errors import InputFileError, short_digests
 from edge.fsutil import (HEAD_HELD_BACK, HeldBackWriter, ShortFileError, remove_if_present, replace_file, saved_head,
                          sha256_prefix)
+from edge.locking import lock_target
 from edge.memory import return_large_buffers_promptly
 from edge.storage import missing_device, overlap
 from edge.squashfs.compressors import IMPLS, LZO1X_999, Codec, CodecError, available_impls
@@ -360,6 +364,7 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
         flags = os.O_RDWR | os.O_CREAT
         tfd = os.open(target, flags, 0o644)
         try:
+            lock_target(tfd, target)  # one writer per target: a second apply or install is refused
             job = _Job(header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
                        progress, workers, on_checkpoint, started, source_check, checkpoint_bytes, on_start, truncate,
                        delta_size)

@@ -13,16 +13,20 @@
 
 Every step changes the bootloader first and the state file second, each with
 one atomic write, so a power cut between them is repaired by the next boot-check.
+Each command that changes the state holds the device lock (edge.locking) throughout.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bsp.bootctl import BootControlError
 from bsp.bootctl.base import SLOTS, other_slot
+from edge.locking import device_lock
 
 from .config import DeviceConfig
 from .errors import DeviceError, HealthCheckFailed
@@ -52,6 +56,21 @@ def _health(config: DeviceConfig, slot: str, state: DeviceState, env: dict[str, 
     return run_health_checks(config.health, environ)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(operation: str) -> Callable[[_F], _F]:
+    """Run the decorated command (its first argument: the DeviceConfig) under the device lock."""
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def locked(config: DeviceConfig, *args: Any, **kwargs: Any) -> Any:
+            with device_lock(config.state_dir, operation):
+                return fn(config, *args, **kwargs)
+        return locked  # type: ignore[return-value]
+    return wrap
+
+
+@_locked("boot-check")
 def boot_check(config: DeviceConfig, env: dict[str, str] | None = None) -> BootCheckResult:
     backend = backend_for(config)
     state = load_state(config.state_file)
@@ -127,6 +146,7 @@ def boot_check(config: DeviceConfig, env: dict[str, str] | None = None) -> BootC
                            health=asdict(health), events=events)
 
 
+@_locked("mark-good")
 def mark_good(config: DeviceConfig, slot: str | None = None) -> str:
     """Confirm ``slot`` (default: the booted one) without health checks; commits a trial of it."""
     backend, state, slot = _marking(config, slot)
@@ -140,6 +160,7 @@ def mark_good(config: DeviceConfig, slot: str | None = None) -> str:
     return f"slot {slot} marked good"
 
 
+@_locked("mark-bad")
 def mark_bad(config: DeviceConfig, slot: str | None = None) -> str:
     """Reject ``slot`` (default: the booted one): the bootloader will not start it again."""
     backend, state, slot = _marking(config, slot)
@@ -153,6 +174,7 @@ def mark_bad(config: DeviceConfig, slot: str | None = None) -> str:
     return f"slot {slot} marked bad; {'reboot to leave it' if slot == _booted(backend) else 'it will not be booted'}"
 
 
+@_locked("rollback")
 def rollback(config: DeviceConfig, force: bool = False) -> tuple[str, list[str]]:
     """Cancel a pending trial, or arm a trial of the other slot's (older) image."""
     backend = backend_for(config)

@@ -30,6 +30,7 @@ from bsp.bootctl import BootControl, make_backend
 from bsp.bootctl.base import other_slot
 from edge.errors import EdgeError, short_digests
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, remove_if_present, saved_head
+from edge.locking import device_lock
 
 from .config import DeviceConfig
 from .errors import DeviceError
@@ -103,6 +104,14 @@ class Installer:
         save_state(self.config.state_file, state)
 
     def install(self, source: str) -> InstallResult:
+        """Install the bundle at ``source`` (a path or URL) into the inactive slot and arm its trial boot.
+
+        Holds the device lock throughout: a second install (or boot-check, mark, rollback) at the same
+        time is refused with BusyError, before anything is read or written."""
+        with device_lock(self.config.state_dir, "install"):
+            return self._install(source)
+
+    def _install(self, source: str) -> InstallResult:
         started = time.monotonic()
         cfg = self.config
         state = load_state(cfg.state_file)

@@ -6,6 +6,7 @@ import os
 import stat
 
 from edge.fsutil import ShortFileError, sha256_prefix
+from edge.locking import lock_target
 from edge.storage import missing_device, overlap
 
 from .errors import DeviceError
@@ -45,7 +46,8 @@ def same_device(a: str, b: str) -> bool:
 
 
 def open_for_writing(path: str, booted_path: str) -> int:
-    """The inactive slot, opened read-write; refuses the booted slot whatever the path says."""
+    """The inactive slot, opened read-write and locked (see edge.locking); refuses the booted slot
+    whatever the path says."""
     if same_device(path, booted_path):
         raise DeviceError(f"{path} is the booted slot: refusing to write to the running system")
     _missing_device(path)
@@ -54,6 +56,11 @@ def open_for_writing(path: str, booted_path: str) -> int:
             os.fstat(fd).st_dev == os.stat(booted_path).st_dev:
         os.close(fd)
         raise DeviceError(f"{path} is the booted slot: refusing to write to the running system")
+    try:
+        lock_target(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 

@@ -1,0 +1,69 @@
+"""Exclusive locks that keep two Edge processes from writing the same slot or device state at once.
+
+Both are ``flock`` locks, released by the kernel when the process ends (a power cut or a kill leaves
+no stale lock behind), and taken without waiting: a second writer is refused with a ``BusyError``
+(exit code 15) instead of queueing behind an install that may run for minutes.
+
+- ``lock_target(fd, path)``: the image being written, a file or a block device. ``edge delta apply``
+  and both install paths (full and delta) take it on the target they open for writing.
+- ``device_lock(state_dir, operation)``: the device's state, for the commands that change it
+  (install, boot-check, mark-good, mark-bad, rollback). The lock file names the holder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+
+from edge.errors import EdgeError
+
+LOCK_FILE = "lock"
+MAX_HOLDER_TEXT = 200  # bytes of the lock file a refusal quotes
+
+
+class BusyError(EdgeError):
+    """Another Edge process is writing the same target or changing the same device state: nothing was
+    changed; run the command again once the other one has ended."""
+
+    exit_code = 15
+
+
+def lock_target(fd: int, path: str) -> None:
+    """Hold an exclusive lock on the open target ``fd`` until it is closed; BusyError if another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise BusyError(f"{path}: another process is writing it (an edge delta apply or edge install in "
+                            f"progress); nothing was written: run this again when it has ended") from None
+        raise
+
+
+@contextlib.contextmanager
+def device_lock(state_dir: str, operation: str) -> Iterator[None]:
+    """Hold the device's lock (``STATE_DIR/lock``) for ``operation``; BusyError if another process holds it."""
+    os.makedirs(state_dir, exist_ok=True)
+    path = os.path.join(state_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            holder = os.pread(fd, MAX_HOLDER_TEXT, 0).decode("utf-8", "replace").strip() or "another process"
+            raise BusyError(f"{path}: the device is busy ({holder}); nothing was changed: run this again when "
+                            f"it has ended") from None
+        os.ftruncate(fd, 0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        os.pwrite(fd, f"edge {operation}, pid {os.getpid()}, since {stamp}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # (closing the file releases the lock)
