@@ -32,15 +32,22 @@ class BusyError(EdgeError):
     exit_code = 15
 
 
-def lock_target(fd: int, path: str) -> None:
-    """Hold an exclusive lock on the open target ``fd`` until it is closed; BusyError if another process holds it."""
+def _flock_now(fd: int) -> bool:
+    """Take an exclusive flock on ``fd`` without waiting: False when another open file holds one."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise BusyError(f"{path}: another process is writing it (an edge delta apply or edge install in "
-                            f"progress); nothing was written: run this again when it has ended") from None
+            return False
         raise
+    return True
+
+
+def lock_target(fd: int, path: str) -> None:
+    """Hold an exclusive lock on the open target ``fd`` until it is closed; BusyError if another process holds it."""
+    if not _flock_now(fd):
+        raise BusyError(f"{path}: another process is writing it (an edge delta apply or edge install in "
+                        f"progress); nothing was written: run this again when it has ended")
 
 
 @contextlib.contextmanager
@@ -50,14 +57,10 @@ def device_lock(state_dir: str, operation: str) -> Iterator[None]:
     path = os.path.join(state_dir, LOCK_FILE)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
+        if not _flock_now(fd):
             holder = os.pread(fd, MAX_HOLDER_TEXT, 0).decode("utf-8", "replace").strip() or "another process"
             raise BusyError(f"{path}: the device is busy ({holder}); nothing was changed: run this again when "
-                            f"it has ended") from None
+                            f"it has ended")
         os.ftruncate(fd, 0)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         os.pwrite(fd, f"edge {operation}, pid {os.getpid()}, since {stamp}\n".encode(), 0)

@@ -3,7 +3,6 @@ lock is held, and a second apply while the target is being written; a killed hol
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -14,11 +13,7 @@ import pytest
 from edge.device import load_config, sim
 from edge.locking import BusyError, device_lock, lock_target
 from tests.conftest import run_edge
-
-
-def _file_sha(path: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
+from tests.device.helpers import sha256
 
 
 @pytest.fixture
@@ -32,13 +27,13 @@ def board(tmp_path, artifacts):
 def test_a_second_device_command_is_refused_while_the_lock_is_held(board, artifacts, command):
     d, cfg = board
     args = [artifacts["bundles"][("x86-64-efi", "v2")] if a == "BUNDLE" else a for a in command]
-    before = {p: _file_sha(p) for p in (cfg.slots["A"], cfg.slots["B"], cfg.state_file)}
+    before = {p: sha256(p) for p in (cfg.slots["A"], cfg.slots["B"], cfg.state_file)}
     with device_lock(cfg.state_dir, "install"):
         r = run_edge("--config", os.path.join(d, "device.yaml"), *args, check=False)
         assert r.returncode == 15, r.stderr
         assert "the device is busy (edge install, pid " + str(os.getpid()) in r.stderr
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-        assert {p: _file_sha(p) for p in before} == before  # nothing was written: slots and state as they were
+        assert {p: sha256(p) for p in before} == before  # nothing was written: slots and state as they were
     if command[0] == "install":  # the lock is gone with its holder: the same install now goes through
         r = run_edge("--config", os.path.join(d, "device.yaml"), *args, check=False)
         assert r.returncode == 0, r.stderr
@@ -89,13 +84,13 @@ def test_a_second_apply_to_the_same_target_is_refused(tmp_path, artifacts):
     finally:
         os.close(fd)
     run_edge("delta", "apply", images[1], delta, "-o", target)  # the lock went with the file: now it applies
-    assert _file_sha(target) == _file_sha(images[2])
+    assert sha256(target) == sha256(images[2])
 
 
 @pytest.mark.parametrize("bundle", ["v2", "v1-v2"])
 def test_an_install_is_refused_while_another_process_writes_its_slot(board, artifacts, bundle):
     d, cfg = board
-    before = {p: _file_sha(p) for p in (cfg.slots["A"], cfg.slots["B"], cfg.state_file)}
+    before = {p: sha256(p) for p in (cfg.slots["A"], cfg.slots["B"], cfg.state_file)}
     fd = os.open(cfg.slots["B"], os.O_RDWR)
     try:
         lock_target(fd, cfg.slots["B"])  # e.g. an `edge delta apply` by hand into the inactive slot
@@ -103,6 +98,6 @@ def test_an_install_is_refused_while_another_process_writes_its_slot(board, arti
                      artifacts["bundles"][("x86-64-efi", bundle)], check=False)
         assert r.returncode == 15, r.stderr
         assert f"{cfg.slots['B']}: another process is writing it" in r.stderr and "Traceback" not in r.stderr
-        assert {p: _file_sha(p) for p in before} == before
+        assert {p: sha256(p) for p in before} == before
     finally:
         os.close(fd)
