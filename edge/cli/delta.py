@@ -7,7 +7,7 @@ import dataclasses
 import io
 import os
 
-from edge.delta import apply_delta, make_delta, open_delta
+from edge.delta import apply_delta, open_delta
 from edge.delta import format as dfmt
 from edge.delta.apply import read_sample
 from edge.delta.errors import CorruptDeltaError
@@ -79,6 +79,8 @@ MAX_NOTES = 5  # damaged blocks listed in the plain output
 
 
 def cmd_make(args: argparse.Namespace) -> int:
+    from edge.delta.make import make_delta  # here: applying a delta does not load the generator and the writer
+
     check_rebuild_rate(args)
     with Progress("diffing", unit="regions") as bar:
         result = make_delta(args.old, args.new, args.output, level=args.level, workers=args.processors,

@@ -8,13 +8,15 @@ it already wrote.
 
 from __future__ import annotations
 
-import http.client
 import io
 import re
 import time
-import urllib.error
-import urllib.request
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:  # imported by HttpStream() at run time
+    import http.client
+    import urllib.error
+    import urllib.request
 
 from edge.errors import InputFileError
 
@@ -38,6 +40,11 @@ def open_source(source: str) -> BinaryIO:
 
 class HttpStream(io.RawIOBase):
     def __init__(self, url: str, timeout: float = 30.0) -> None:
+        global http, urllib
+        import http.client  # here, not at the top: a local file or delta never loads the HTTP client (~20 ms)
+        import urllib.error
+        import urllib.request
+
         self.url = url
         self.name = url
         self.timeout = timeout
