@@ -512,7 +512,7 @@ def _run(job: _Job, resume: bool = True) -> ApplyResult:
             checkpoint()
         with opener(dpos) as stream:
             reader = DeltaReader(stream, name)
-            reader.pos = dpos
+            reader.pos, reader.op_index = dpos, op_index
             while True:
                 op = reader.op()
                 if op is None:

@@ -412,9 +412,15 @@ class DeltaReader:
         self._hash_ops = hash_ops
         # with hash_ops, from the end of the preamble: the sha256 of the ops and END (the header's ops_sha256)
         self.ops_hash: hashlib._Hash | None = None
+        self.op_index = 0  # the index of the next op op() reads (a resume sets it to the op it starts at)
+        self._in_op = False
+
+    def _where(self) -> str:
+        """Where the reader is, for errors: the byte, and inside an op its index."""
+        return f"op {self.op_index}, at byte {self.pos}" if self._in_op else f"at byte {self.pos}"
 
     def _err(self, what: str) -> CorruptDeltaError:
-        return CorruptDeltaError(f"{self.name}: {what} (at byte {self.pos})")
+        return CorruptDeltaError(f"{self.name}: {what} ({self._where()})")
 
     def read_exact(self, n: int, what: str) -> bytes:
         chunks = []
@@ -423,7 +429,7 @@ class DeltaReader:
             chunk = self.stream.read(min(left, 1 << 20))
             if not chunk:
                 raise TruncatedDeltaError(f"{self.name}: truncated: {what} needs {n} bytes, the stream ended after "
-                                          f"{n - left} (at byte {self.pos})")
+                                          f"{n - left} ({self._where()})")
             chunks.append(chunk)
             if self.ops_hash is not None:
                 self.ops_hash.update(chunk)
@@ -490,7 +496,15 @@ class DeltaReader:
                                     f"and {length} of {header.target_size} bytes")
 
     def op(self) -> Op | None:
-        """The next op, or None at END."""
+        """The next op, or None at END. A damaged or cut op is named in the error by its index and byte."""
+        self._in_op = True
+        op = self._op()
+        self._in_op = False
+        if op is not None:
+            self.op_index += 1
+        return op
+
+    def _op(self) -> Op | None:
         kind = self.read_exact(1, "op type")[0]
         if kind == OP_END:
             return None

@@ -528,9 +528,11 @@ def _ship_compressed(ops: list[Op], enc: _Encoder, link_speed: float, rebuild_ra
 def _check_limits(encoded: list[bytes]) -> None:
     """Read every op back with the applier's reader: an op past the format's limits (which bound the
     device's memory) is a generator bug, caught here rather than on the device."""
-    for raw in encoded:
+    for index, raw in enumerate(encoded):
+        reader = dfmt.DeltaReader(io.BytesIO(raw), "generated op")
+        reader.op_index = index
         try:
-            dfmt.DeltaReader(io.BytesIO(raw), "generated op").op()
+            reader.op()
         except DeltaError as exc:
             raise DeltaError(f"internal error: the generator made an op the applier would refuse: {exc}") from None
 

@@ -139,3 +139,19 @@ def mksquashfs_pair(tmp: str, old: list[Entry], new: list[Entry], *options: str)
         run(mk, write_dir(entries, os.path.join(tmp, name)), image, *options, "-noappend", "-quiet", "-no-progress")
         images.append(image)
     return images[0], images[1]
+
+
+def op_spans(raw: bytes) -> list[tuple[int, int]]:
+    """(first byte, end) of every op of a delta, in order: where a cut or a flip lands."""
+    import io
+
+    from edge.delta import format as dfmt
+
+    reader = dfmt.DeltaReader(io.BytesIO(raw), "d")
+    reader.preamble()
+    spans = []
+    while True:
+        start = reader.pos
+        if reader.op() is None:
+            return spans
+        spans.append((start, reader.pos))

@@ -17,11 +17,12 @@ from edge.delta import (
     CorruptDeltaError,
     DeltaError,
     SourceMismatchError,
+    TruncatedDeltaError,
     apply_delta,
     make_delta,
 )
 from edge.delta import format as dfmt
-from tests.delta.helpers import base_entries, write
+from tests.delta.helpers import base_entries, op_spans, write
 
 
 def test_wrong_source_image_is_refused_before_writing(tmp_path, pair):
@@ -128,6 +129,24 @@ def test_truncated_deltas_always_fail(tmp_path_factory, pair, data):
     old, new, _, raw = pair
     cut = data.draw(st.integers(0, len(raw) - 1))
     assert _outcome(old, new, raw[:cut], str(tmp_path_factory.mktemp("cut"))) == "error"
+
+
+def test_a_cut_inside_an_op_names_the_op(tmp_path, pair, capsys):
+    """A delta cut short inside op k: apply and info both say op k and the byte where the stream ended."""
+    from edge.cli import main
+
+    old, _, _, raw = pair
+    spans = op_spans(raw)
+    assert len(spans) >= 3
+    for k in sorted({0, len(spans) // 2, len(spans) - 1}):
+        start, end = spans[k]
+        for at in sorted({start, start + 1, end - 1}):
+            cut = tmp_path / f"cut-{at}.delta"
+            cut.write_bytes(raw[:at])
+            with pytest.raises(TruncatedDeltaError, match=rf"^{cut}: truncated: .* \(op {k}, at byte \d+\)$"):
+                apply_delta(old, str(cut), str(tmp_path / "t.img"), state_path=str(tmp_path / "state"))
+            assert main(["delta", "info", str(cut)]) != 0
+            assert f"(op {k}, at byte" in capsys.readouterr().err
 
 
 def test_hostile_lengths_are_refused_without_allocating(tmp_path, pair):

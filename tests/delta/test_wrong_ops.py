@@ -165,7 +165,7 @@ def test_block_flags_that_mean_nothing_are_refused_where_they_are_read(mode, fla
     raw = dfmt.encode_op(op)
     after_flags = 2 + 1 + 2 + 1 + 1  # op type and mode, no sources, content length 4096, 2 flags, their byte
     assert raw[after_flags - 1] == dfmt.pack_flags(op.flags)[0]
-    with pytest.raises(CorruptDeltaError, match=rf"^d: {message} \(at byte {after_flags}\)$"):
+    with pytest.raises(CorruptDeltaError, match=rf"^d: {message} \(op 0, at byte {after_flags}\)$"):
         dfmt.DeltaReader(io.BytesIO(raw), "d").op()
 
 
