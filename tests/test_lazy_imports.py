@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import subprocess
@@ -27,6 +28,19 @@ print(json.dumps({{name: getattr(pkg, name).__module__ if hasattr(getattr(pkg, n
         if module is not None:  # a class or function: defined in one of the package's own submodules
             assert module.startswith(package + "."), (name, module)
     assert set(pkg.__all__) <= set(dir(pkg))
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_the_names_type_checkers_see_are_the_names_that_load(package: str) -> None:
+    """The ``if TYPE_CHECKING:`` imports (what editors and mypy read) name the same submodule for the
+    same names as the lazy table (what runs)."""
+    pkg = importlib.import_module(package)
+    tree = ast.parse(open(pkg.__file__).read())
+    guarded = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    seen = {alias.name: "." + node.module for node in guarded.body if isinstance(node, ast.ImportFrom)
+            for alias in node.names}
+    assert seen == pkg._EXPORTS
+    assert pkg.__all__ == sorted(seen)
 
 
 @pytest.mark.parametrize("package", PACKAGES)

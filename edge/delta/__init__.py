@@ -20,12 +20,13 @@ if TYPE_CHECKING:
     )
     from .make import MakeResult, make_delta
 
-__getattr__, __dir__ = lazy_exports(globals(), {
+_EXPORTS = {
     "ApplyResult": ".apply", "apply_delta": ".apply", "open_delta": ".apply", "read_header": ".apply",
     "CannotReproduceError": ".errors", "CorruptDeltaError": ".errors", "DeltaError": ".errors",
     "SourceMismatchError": ".errors", "TargetMismatchError": ".errors", "TruncatedDeltaError": ".errors",
     "MakeResult": ".make", "make_delta": ".make",
-})
+}
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 __all__ = [
     "ApplyResult",

@@ -498,8 +498,10 @@ class DeltaReader:
     def op(self) -> Op | None:
         """The next op, or None at END. A damaged or cut op is named in the error by its index and byte."""
         self._in_op = True
-        op = self._op()
-        self._in_op = False
+        try:
+            op = self._op()
+        finally:
+            self._in_op = False
         if op is not None:
             self.op_index += 1
         return op

@@ -14,14 +14,15 @@ if TYPE_CHECKING:
     from .errors import ConfigError, DeviceError, DownloadError, HealthCheckFailed, StateError
     from .install import InstallResult, Installer
 
-__getattr__, __dir__ = lazy_exports(globals(), {
+_EXPORTS = {
     "DeviceConfig": ".config", "HealthConfig": ".config", "load_config": ".config",
     "BootCheckResult": ".control", "boot_check": ".control", "mark_bad": ".control", "mark_good": ".control",
     "rollback": ".control", "status": ".control",
     "ConfigError": ".errors", "DeviceError": ".errors", "DownloadError": ".errors",
     "HealthCheckFailed": ".errors", "StateError": ".errors",
     "InstallResult": ".install", "Installer": ".install",
-})
+}
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 __all__ = [
     "BootCheckResult",

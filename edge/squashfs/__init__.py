@@ -15,14 +15,15 @@ if TYPE_CHECKING:
     from .walker import walk_directory
     from .writer import WriteResult, WriterOptions, parse_block_size, write_image
 
-__getattr__, __dir__ = lazy_exports(globals(), {
+_EXPORTS = {
     "SquashfsError": ".errors",
     **dict.fromkeys(["BlockLocation", "DirEntry", "FileLayout", "ImageLayout", "Inode", "SquashfsImage", "TableLayout"],
                     ".reader"),
     **dict.fromkeys(["BytesContent", "Content", "Entry", "FileContent", "Kind", "SliceContent", "Tree"], ".tree"),
     "walk_directory": ".walker",
     **dict.fromkeys(["WriteResult", "WriterOptions", "parse_block_size", "write_image"], ".writer"),
-})
+}
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 __all__ = [
     "BlockLocation",
