@@ -28,7 +28,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
 from edge.errors import UsageError
@@ -179,9 +179,11 @@ def replace_file(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     fsync_dir(directory)
 
 
-def check_output_path(path: str | os.PathLike[str]) -> None:
+def check_output_path(path: str | os.PathLike[str], inputs: Mapping[str, str | None] | None = None) -> None:
     """Refuse an output path that an atomic replace would mishandle: a device node, FIFO or
-    directory (replacing a device node with a file is how /dev/null gets lost), or a missing directory."""
+    directory (replacing a device node with a file is how /dev/null gets lost), a missing directory,
+    or one of the command's ``inputs`` ({role: path}, e.g. {"OLD": old}) under any name or hard link:
+    ``edge delta make OLD NEW -o OLD`` would replace the image it was made from with the delta."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -192,6 +194,14 @@ def check_output_path(path: str | os.PathLike[str]) -> None:
         return
     if not stat.S_ISREG(st.st_mode):
         raise UsageError(f"{path} exists and is not a regular file; refusing to replace it")
+    for role, other in (inputs or {}).items():
+        try:
+            same = other is not None and os.path.samestat(st, os.stat(other))
+        except (OSError, ValueError):  # an input that is not a local file (a URL, "-") is not this file
+            same = False
+        if same:
+            raise UsageError(f"{path} is {role} ({other}); writing the output there would destroy it: choose "
+                             f"another output path (nothing was written)")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from edge.bundle.buildinfo import BuildMetadata, find_build_metadata, metadata_c
 from edge.bundle.errors import BundleCreateError, ImageMismatchError, ManifestError
 from edge.bundle.manifest import is_valid_chunk_size, parse_semver
 from edge.errors import UsageError
+from edge.fsutil import check_output_path
 from edge.progress import Progress, human_bytes
 from edge.squashfs import SquashfsError, SquashfsImage, parse_block_size
 from signing.certs import MALFORMED_CERTIFICATE, common_name, describe, fingerprint, utc_now
@@ -201,6 +202,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         build["recipe"] = metadata.name
     target = ImageRef(metadata.sha256, metadata.size) if metadata and metadata.sha256 and metadata.size else None
 
+    check_output_path(args.output, {"IMAGE.sqfs": args.image, "--delta-from": args.delta_from})
     start = time.monotonic()
     payload, payload_type, source, delta, compressor = args.image, "full", None, None, None
     if (args.link_speed or args.rebuild_rate) and not args.delta_from:
@@ -314,6 +316,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     if os.path.isdir(args.output):
         raise UsageError(f"{args.output}: is a directory; give the image file to write")
+    check_output_path(args.output, {"BUNDLE": args.bundle})
     start = time.monotonic()
     with open_bundle(args.bundle) as bundle:
         info = _verify_head(bundle, args)

@@ -8,7 +8,8 @@ import os
 from cryptography.hazmat.primitives import serialization
 
 from edge.errors import UsageError
-from signing.ca import CRL_DAYS, DEFAULT_CA_NAME, ROOT_CERT, ROOT_KEY, CertificateAuthority
+from edge.fsutil import check_output_path
+from signing.ca import CRL_DAYS, DEFAULT_CA_NAME, INDEX, ROOT_CERT, ROOT_KEY, CertificateAuthority
 from signing.certs import ROOT_CA_DAYS, SIGNING_CERT_DAYS, describe, fingerprint
 from signing.files import read_certificate, write_file_atomic
 from signing.keys import DEFAULT_KEY_TYPE, KEY_TYPES
@@ -124,6 +125,8 @@ def cmd_crl(args: argparse.Namespace) -> int:
     if os.path.isdir(args.output):
         raise UsageError(f"{args.output}: is a directory; give the CRL file to write")
     ca = CertificateAuthority.open(args.ca)
+    check_output_path(args.output, {f"the CA's {what}": os.path.join(ca.directory, name) for what, name in
+                                    (("certificate", ROOT_CERT), ("private key", ROOT_KEY), ("index", INDEX))})
     crl = ca.make_crl(days=args.days)
     write_file_atomic(args.output, crl.public_bytes(serialization.Encoding.PEM), overwrite=True)
     serials = sorted(f"{entry.serial_number:x}" for entry in crl)

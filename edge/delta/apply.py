@@ -42,9 +42,9 @@ from typing import BinaryIO
 
 import zstandard
 
-from edge.errors import InputFileError, short_digests
-from edge.fsutil import (HEAD_HELD_BACK, HeldBackWriter, ShortFileError, remove_if_present, replace_file, saved_head,
-                         sha256_prefix)
+from edge.errors import InputFileError, UsageError, short_digests
+from edge.fsutil import (HEAD_HELD_BACK, HeldBackWriter, ShortFileError, check_output_path, remove_if_present,
+                         replace_file, saved_head, sha256_prefix)
 from edge.locking import lock_target
 from edge.memory import return_large_buffers_promptly
 from edge.storage import missing_device, overlap
@@ -289,6 +289,22 @@ def _load_state(path: str) -> dict | None:
         return None
 
 
+def _check_state_path(state_path: str, source: str, delta: str | DeltaOpener, target: str) -> None:
+    """The checkpoint file is replaced at every checkpoint and removed at the end: refuse a path that
+    names a device node or FIFO (``--state /dev/null`` would replace /dev/null with a file, then delete
+    it) or the source, the delta or the target (an apply that ends "written and verified" would
+    delete the target it wrote)."""
+    os.makedirs(os.path.dirname(os.path.abspath(state_path)), exist_ok=True)  # (as the first checkpoint would)
+    roles = {"OLD": source, "PATCH": delta if isinstance(delta, str) else None, "TARGET": target}
+    try:
+        check_output_path(state_path, roles)
+    except UsageError as exc:
+        raise UsageError(f"--state: {exc}") from None
+    if os.path.abspath(state_path) == os.path.abspath(target):  # (a target that does not exist yet)
+        raise UsageError(f"--state: {state_path} is TARGET; give the checkpoint file another path (nothing was "
+                         f"written)")
+
+
 def _save_state(path: str, state: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     replace_file(path, json.dumps(state).encode(), mode=0o600)
@@ -328,9 +344,13 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
     return_large_buffers_promptly()  # peak memory follows the live buffers (bounded per op), not heap high-water
     name = _name(delta)
     state_path = state_path or default_state_path(target)
+    _check_state_path(state_path, source, delta, target)
     if os.path.exists(target) and os.path.exists(source) and overlap(source, target):
         raise DeltaError(f"{target}: the target is the source or shares its storage ({source}); a delta is "
                          f"written to the other slot")
+    if isinstance(delta, str) and _local_size(delta) is not None and os.path.exists(target) and overlap(delta, target):
+        raise DeltaError(f"{target}: the target is the delta being applied or shares its storage ({delta}); "
+                         f"nothing was written: write the target elsewhere")
     if missing_device(target):
         raise DeltaError(f"{target}: no such device")
     with opener(0) as stream:

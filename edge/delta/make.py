@@ -398,7 +398,7 @@ def make_delta(
     ``rebuild_rate`` is the plain bytes/s the device recompresses with all its
     cores; by default this machine's rate, measured while checking the blocks.
     """
-    check_output_path(out)
+    check_output_path(out, {"OLD": source, "NEW": target})
     if link_speed is not None and link_speed <= 0:
         raise DeltaError(f"link speed must be positive, not {link_speed}")
     if rebuild_rate is not None and rebuild_rate <= 0:
