@@ -100,7 +100,12 @@ def cmd_create(args: argparse.Namespace) -> int:
     except SquashfsError as exc:
         raise UsageError(str(exc)) from None
     start = time.monotonic()
-    tree = Tree.from_entries(walk_directory(args.src, xattrs=options.xattrs))
+    try:  # an earlier image at OUT inside SRC is not packed into the new one (as mksquashfs leaves its output out)
+        out_st = os.stat(args.out)
+        exclude = {(out_st.st_dev, out_st.st_ino)}
+    except FileNotFoundError:
+        exclude = set()
+    tree = Tree.from_entries(walk_directory(args.src, xattrs=options.xattrs, exclude=exclude))
     with Progress(f"writing {os.path.basename(args.out)}") as bar:
         result = write_image(tree, args.out, options, progress=bar.update)
     elapsed = time.monotonic() - start

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from .errors import SquashfsError
 from .tree import Entry, FileContent, Kind
@@ -29,12 +29,15 @@ def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
     return tuple(out)
 
 
-def walk_directory(root: str | os.PathLike[str], *, xattrs: bool = True) -> Iterator[Entry]:
+def walk_directory(root: str | os.PathLike[str], *, xattrs: bool = True,
+                   exclude: Collection[tuple[int, int]] = ()) -> Iterator[Entry]:
     """Every object under ``root`` as an :class:`Entry`, the root itself first.
 
     The second and later names of a multiply-linked inode become
     :attr:`Kind.HARDLINK` entries pointing at the first name met in
     byte-sorted order, so the result does not depend on readdir order.
+    Files whose (st_dev, st_ino) is in ``exclude`` are left out: the image
+    being written, when it lies inside ``root`` (as mksquashfs does).
     """
     top = os.fspath(root)
     try:
@@ -48,6 +51,8 @@ def walk_directory(root: str | os.PathLike[str], *, xattrs: bool = True) -> Iter
     while stack:
         rel, full = stack.pop()
         st = os.lstat(full)
+        if rel and (st.st_dev, st.st_ino) in exclude:
+            continue
         entry = _entry_for(rel, full, st, seen, xattrs)
         yield entry
         if entry.kind is Kind.DIR:

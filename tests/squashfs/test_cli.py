@@ -45,6 +45,23 @@ def test_create_ls_info_extract(tmp_path, tree):
     assert (tmp_path / "x" / "small.txt").read_bytes() == b"hello squashfs\n"
 
 
+def test_an_image_written_inside_its_source_tree_is_not_packed_into_the_next_one(tmp_path, tree):
+    """`edge squashfs create SRC SRC/img.sqfs` run twice gives the same image both times, without
+    img.sqfs in it (as mksquashfs leaves its own output out), checked with unsquashfs."""
+    from tests.conftest import require_tool, run
+
+    unsquashfs = require_tool("unsquashfs")
+    image = tree / "img.sqfs"
+    mtime = ["--mtime", "1600000000"]
+    assert edge("squashfs", "create", str(tree), str(image), *mtime).returncode == 0
+    first = image.read_bytes()
+    r = edge("squashfs", "create", str(tree), str(image), *mtime)
+    assert r.returncode == 0, r.stderr
+    assert image.read_bytes() == first
+    listing = run(unsquashfs, "-l", "-d", "", str(image)).stdout.splitlines()
+    assert "/small.txt" in listing and "/img.sqfs" not in listing
+
+
 def test_source_date_epoch_is_honoured(tmp_path, tree):
     env = dict(os.environ, SOURCE_DATE_EPOCH="1600000005")
     assert edge("squashfs", "create", str(tree), str(tmp_path / "a.sqfs"), env=env).returncode == 0
