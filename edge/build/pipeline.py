@@ -23,7 +23,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -92,6 +92,22 @@ class BuildResult:
         }
 
 
+def _own_outputs(outdir: str, staging: str, stems: Sequence[str]) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of what this build writes: the output directory, its staging directory and the
+    boards' outputs from an earlier build. A directory source or overlay that contains them leaves them
+    out, so building into a folder inside the source (or into the source folder itself, the default
+    ``-o .`` with ``source: {dir: .}``) does not pack the last build into the next one."""
+    paths = [outdir, staging] + [os.path.join(outdir, stem + ext) for stem in stems for ext in (".sqfs", ".json", ".boot")]
+    own = set()
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        own.add((st.st_dev, st.st_ino))
+    return own
+
+
 def output_stem(recipe: Recipe, board: str) -> str:
     """``NAME-VERSION-BOARD``: the base name of a board's three outputs."""
     return f"{recipe.name}-{recipe.version}-{board}"
@@ -135,12 +151,14 @@ def build(
     except OSError as exc:
         raise BuildError(f"{outdir}: cannot create the output directory: {exc.strerror}") from None
     staging = tempfile.mkdtemp(prefix=".edge-build-", dir=outdir)
+    own = _own_outputs(outdir, staging, [output_stem(recipe, b.name) for b in board_list])
     results: list[BoardBuild] = []
     source_bar = progress("reading source") if progress is not None else None
     try:
         with BlobCache(work_dir) as cache:
-            source = RootfsSource(recipe.source, cache, progress=source_bar.update if source_bar is not None else None)
-            overlays = _OverlayCache(recipe, cache)
+            source = RootfsSource(recipe.source, cache, progress=source_bar.update if source_bar is not None else None,
+                                  exclude=own)
+            overlays = _OverlayCache(recipe, cache, exclude=own)
             # boards grouped by architecture: the source is merged once per group
             for arch in sorted({b.arch for b in board_list}):
                 group = [b for b in board_list if b.arch == arch]
@@ -304,9 +322,10 @@ def _board_overlay_entries(root: str, mtime: int) -> Iterator[Entry]:
 class _OverlayCache:
     """The recipe's overlays as entry lists, read once per build and reused for every board."""
 
-    def __init__(self, recipe: Recipe, cache: BlobCache) -> None:
+    def __init__(self, recipe: Recipe, cache: BlobCache, exclude: Collection[tuple[int, int]] = ()) -> None:
         self.recipe = recipe
         self.cache = cache
+        self.exclude = exclude  # the build's own outputs (see _own_outputs)
         self._entries: dict[int, list[Entry]] = {}
 
     def entries(self, index: int, spec: OverlaySpec) -> list[Entry]:
@@ -330,7 +349,7 @@ class _OverlayCache:
             return replace(entry, path=path, target=target, uid=uid, gid=gid)
 
         if spec.kind == "dir":
-            entries: Iterator[Entry] = directory_entries(spec.src, label)
+            entries: Iterator[Entry] = directory_entries(spec.src, label, self.exclude)
         elif spec.kind == "tar":
             try:
                 size = os.path.getsize(spec.src)

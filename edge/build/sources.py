@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 from edge.squashfs.errors import SquashfsError
@@ -61,9 +61,11 @@ def tar_entries(view: BlobView, label: str) -> Iterator[Entry]:
         yield member_entry(member, region.path, label)
 
 
-def directory_entries(path: str, label: str) -> Iterator[Entry]:
+def directory_entries(path: str, label: str, exclude: Collection[tuple[int, int]] = ()) -> Iterator[Entry]:
+    """The tree under ``path``, leaving out the files and directories whose (st_dev, st_ino) is in ``exclude``
+    (the build's own outputs, when the output directory lies inside a directory source)."""
     try:
-        yield from walk_directory(path)
+        yield from walk_directory(path, exclude=exclude)
     except SquashfsError as exc:
         raise SourceError(f"{label}: {exc}") from None
 
@@ -71,8 +73,10 @@ def directory_entries(path: str, label: str) -> Iterator[Entry]:
 class RootfsSource:
     """One recipe source, opened (indexes and manifests parsed; layers read on demand)."""
 
-    def __init__(self, spec: SourceSpec, cache: BlobCache, *, progress: Progress | None = None) -> None:
+    def __init__(self, spec: SourceSpec, cache: BlobCache, *, progress: Progress | None = None,
+                 exclude: Collection[tuple[int, int]] = ()) -> None:
         self.spec = spec
+        self.exclude = exclude  # for a directory source: see directory_entries
         self.cache = cache
         self.progress = progress
         self.label = f"{spec.type} source {spec.written or spec.path}"
@@ -103,7 +107,7 @@ class RootfsSource:
     def _load_plain(self) -> LoadedRootfs:
         tree = RootfsTree()
         if self.spec.type == "dir":
-            tree.apply_layer(directory_entries(self.spec.path, self.label), label=self.label)
+            tree.apply_layer(directory_entries(self.spec.path, self.label, self.exclude), label=self.label)
             self.layers_applied += 1
             return LoadedRootfs(tree, tree_digest(tree), "", None, 1)
         size = os.path.getsize(self.spec.path)

@@ -185,6 +185,26 @@ def test_rebuilding_into_the_same_outdir_replaces_the_outputs(sample, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["sample-1.0.0-rpi4.boot", "sample-1.0.0-rpi4.json", "sample-1.0.0-rpi4.sqfs"]
 
 
+@pytest.mark.parametrize("outdir", ["out", "."])
+def test_building_into_the_source_folder_does_not_pack_the_last_build(tmp_path, boards, outdir):
+    """A directory source that holds the output directory (``-o out``) or is it (``-o .``, with the
+    recipe beside the tree): the image leaves the build's own outputs and staging directory out, so a
+    second build gives the same bytes as the first, and both match a build written elsewhere."""
+    root = tmp_path / "rootfs"
+    write_rootfs(str(root), "x86_64")
+    recipe = load_recipe(write_recipe(root / "r.yaml", "name: k\nversion: 1.0.0\nboards: [testbox]\nsource: {dir: .}\n"),
+                         env={})
+    (elsewhere,) = build(recipe, outdir=str(tmp_path / "elsewhere"), bsp_paths=[boards]).boards
+    reference = open(elsewhere.image, "rb").read()
+    (first,) = build(recipe, outdir=str(root / outdir), bsp_paths=[boards]).boards
+    assert open(first.image, "rb").read() == reference
+    (second,) = build(recipe, outdir=str(root / outdir), bsp_paths=[boards]).boards
+    assert open(second.image, "rb").read() == reference
+    with SquashfsImage(second.image) as img:
+        paths = {path for path, _ in img.walk()}
+    assert "r.yaml" in paths and not any(p.startswith(("out", "k-1.0.0", ".edge-build")) for p in paths)
+
+
 # ---------------------------------------------------------------- source types
 @pytest.fixture(scope="module")
 def x86_rootfs(tmp_path_factory):
