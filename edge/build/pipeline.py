@@ -92,12 +92,13 @@ class BuildResult:
         }
 
 
-def _own_outputs(outdir: str, staging: str, stems: Sequence[str]) -> set[tuple[int, int]]:
-    """(st_dev, st_ino) of what this build writes: the output directory, its staging directory and the
-    boards' outputs from an earlier build. A directory source or overlay that contains them leaves them
-    out, so building into a folder inside the source (or into the source folder itself, the default
-    ``-o .`` with ``source: {dir: .}``) does not pack the last build into the next one."""
-    paths = [outdir, staging] + [os.path.join(outdir, stem + ext) for stem in stems for ext in (".sqfs", ".json", ".boot")]
+def _own_outputs(outdir: str, scratch: Sequence[str], stems: Sequence[str]) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of what this build writes: the output directory, its ``scratch`` directories (the
+    staging directory, the spool of decompressed layers under --work-dir) and the boards' outputs from an
+    earlier build. A directory source or overlay that contains them leaves them out, so building into a
+    folder inside the source (or into the source folder itself, the default ``-o .`` with
+    ``source: {dir: .}``) does not pack the last build into the next one."""
+    paths = [outdir, *scratch] + [os.path.join(outdir, stem + ext) for stem in stems for ext in (".sqfs", ".json", ".boot")]
     own = set()
     for path in paths:
         try:
@@ -151,11 +152,11 @@ def build(
     except OSError as exc:
         raise BuildError(f"{outdir}: cannot create the output directory: {exc.strerror}") from None
     staging = tempfile.mkdtemp(prefix=".edge-build-", dir=outdir)
-    own = _own_outputs(outdir, staging, [output_stem(recipe, b.name) for b in board_list])
     results: list[BoardBuild] = []
     source_bar = progress("reading source") if progress is not None else None
     try:
         with BlobCache(work_dir) as cache:
+            own = _own_outputs(outdir, [staging, cache.dir], [output_stem(recipe, b.name) for b in board_list])
             source = RootfsSource(recipe.source, cache, progress=source_bar.update if source_bar is not None else None,
                                   exclude=own)
             overlays = _OverlayCache(recipe, cache, exclude=own)

@@ -188,21 +188,22 @@ def test_rebuilding_into_the_same_outdir_replaces_the_outputs(sample, tmp_path):
 @pytest.mark.parametrize("outdir", ["out", "."])
 def test_building_into_the_source_folder_does_not_pack_the_last_build(tmp_path, boards, outdir):
     """A directory source that holds the output directory (``-o out``) or is it (``-o .``, with the
-    recipe beside the tree): the image leaves the build's own outputs and staging directory out, so a
-    second build gives the same bytes as the first, and both match a build written elsewhere."""
+    recipe beside the tree), and a --work-dir inside it: the image leaves the build's outputs, its
+    staging directory and its layer spool out, so every build gives the bytes of a build written elsewhere."""
     root = tmp_path / "rootfs"
     write_rootfs(str(root), "x86_64")
+    os.makedirs(root / "spool")  # the --work-dir folder is the user's, and part of the tree; the spool inside is not
     recipe = load_recipe(write_recipe(root / "r.yaml", "name: k\nversion: 1.0.0\nboards: [testbox]\nsource: {dir: .}\n"),
                          env={})
     (elsewhere,) = build(recipe, outdir=str(tmp_path / "elsewhere"), bsp_paths=[boards]).boards
     reference = open(elsewhere.image, "rb").read()
-    (first,) = build(recipe, outdir=str(root / outdir), bsp_paths=[boards]).boards
-    assert open(first.image, "rb").read() == reference
-    (second,) = build(recipe, outdir=str(root / outdir), bsp_paths=[boards]).boards
-    assert open(second.image, "rb").read() == reference
-    with SquashfsImage(second.image) as img:
+    for _ in range(2):  # the second build finds the first one's outputs in the tree
+        (inside,) = build(recipe, outdir=str(root / outdir), bsp_paths=[boards], work_dir=str(root / "spool")).boards
+        assert open(inside.image, "rb").read() == reference
+    with SquashfsImage(inside.image) as img:
         paths = {path for path, _ in img.walk()}
-    assert "r.yaml" in paths and not any(p.startswith(("out", "k-1.0.0", ".edge-build")) for p in paths)
+    assert {"r.yaml", "spool"} <= paths
+    assert not any(p == "out" or p.startswith(("out/", "k-1.0.0", ".edge-build", "spool/")) for p in paths)
 
 
 # ---------------------------------------------------------------- source types
