@@ -3,7 +3,6 @@ and one line says which input the output path names (through any name or hard li
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 
@@ -11,13 +10,10 @@ import pytest
 
 from edge.errors import UsageError
 from edge.fsutil import check_output_path
+from tests.device.helpers import sha256
 from tests.delta.helpers import base_entries, edit
 from tests.delta.helpers import write as write_sqfs
 from tests.signing.test_cli_keys import assert_one_line_error, edge
-
-
-def digest(path) -> str:  # type: ignore[no-untyped-def]
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 def files_in(directory) -> list[str]:  # type: ignore[no-untyped-def]
@@ -42,10 +38,10 @@ def env(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 def _refused(args, victim, code, *needles):  # type: ignore[no-untyped-def]
     """``edge ARGS`` fails with one line holding ``needles``; ``victim`` is unchanged and no file appeared."""
-    before, listing = digest(victim), files_in(os.path.dirname(victim))
+    before, listing = sha256(victim), files_in(os.path.dirname(victim))
     result = edge(*args, check=False)
     assert_one_line_error(result, code, *needles)
-    assert digest(victim) == before
+    assert sha256(victim) == before
     assert files_in(os.path.dirname(victim)) == listing  # no temporary file left behind
 
 
@@ -76,10 +72,10 @@ def test_delta_apply_refuses_a_checkpoint_file_that_names_an_input_the_target_or
     os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a character device, as /dev/null
     state = {"OLD": env["old"], "PATCH": env["delta"], "TARGET": str(target), "a device node": str(node),
              "a directory": str(tmp_path)}[role]
-    kept = {p: digest(p) for p in (env["old"], env["delta"])}
+    kept = {p: sha256(p) for p in (env["old"], env["delta"])}
     result = edge("delta", "apply", env["old"], env["delta"], "-o", str(target), "--state", state, check=False)
     assert_one_line_error(result, 2, "--state: ")
-    assert {p: digest(p) for p in kept} == kept
+    assert {p: sha256(p) for p in kept} == kept
     assert not target.exists() and stat.S_ISCHR(node.stat().st_mode)
     assert files_in(tmp_path) == ["null"]
 
@@ -107,10 +103,10 @@ def test_the_same_commands_work_with_another_output(tmp_path, env):
     """(So the refusals above are about the path, not about the inputs.)"""
     edge("delta", "make", env["old"], env["new"], "-o", str(tmp_path / "d"))
     edge("delta", "apply", env["old"], str(tmp_path / "d"), "-o", str(tmp_path / "t"))
-    assert digest(tmp_path / "t") == digest(env["new"])
+    assert sha256(tmp_path / "t") == sha256(env["new"])
     edge("bundle", "create", env["new"], *env["signing"], "--delta-from", env["old"], "-o", str(tmp_path / "b"))
     edge("bundle", "extract", env["bundle"], "--keyring", os.path.join(env["ca"], "root.crt"), "-o", str(tmp_path / "x"))
-    assert digest(tmp_path / "x") == digest(env["new"])
+    assert sha256(tmp_path / "x") == sha256(env["new"])
     edge("keys", "crl", "--ca", env["ca"], "-o", str(tmp_path / "crl.pem"))
 
 

@@ -32,6 +32,7 @@ from edge import __version__
 from edge.fsutil import sha256_prefix
 from edge.squashfs.errors import SquashfsError
 from edge.squashfs.tree import BytesContent, Entry, FileContent, Kind
+from edge.squashfs.walker import file_ids
 from edge.squashfs.writer import WriterOptions, write_image
 
 from .blobs import BlobCache, BlobStats
@@ -98,15 +99,8 @@ def _own_outputs(outdir: str, scratch: Sequence[str], stems: Sequence[str]) -> s
     earlier build. A directory source or overlay that contains them leaves them out, so building into a
     folder inside the source (or into the source folder itself, the default ``-o .`` with
     ``source: {dir: .}``) does not pack the last build into the next one."""
-    paths = [outdir, *scratch] + [os.path.join(outdir, stem + ext) for stem in stems for ext in (".sqfs", ".json", ".boot")]
-    own = set()
-    for path in paths:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        own.add((st.st_dev, st.st_ino))
-    return own
+    return file_ids(outdir, *scratch, *(os.path.join(outdir, stem + ext) for stem in stems
+                                        for ext in (".sqfs", ".json", ".boot")))
 
 
 def output_stem(recipe: Recipe, board: str) -> str:

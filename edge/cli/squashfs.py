@@ -13,6 +13,7 @@ from edge.progress import Progress, human_bytes
 from edge.squashfs import SquashfsError, SquashfsImage, Tree, WriterOptions, parse_block_size, walk_directory, write_image
 from edge.squashfs import format as fmt
 from edge.squashfs.compressors import LZO1X_999, WRITABLE, describe, make_codec
+from edge.squashfs.walker import file_ids
 from edge.squashfs.extract import extract, long_line
 
 from .output import print_json, print_table
@@ -100,12 +101,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     except SquashfsError as exc:
         raise UsageError(str(exc)) from None
     start = time.monotonic()
-    try:  # an earlier image at OUT inside SRC is not packed into the new one (as mksquashfs leaves its output out)
-        out_st = os.stat(args.out)
-        exclude = {(out_st.st_dev, out_st.st_ino)}
-    except FileNotFoundError:
-        exclude = set()
-    tree = Tree.from_entries(walk_directory(args.src, xattrs=options.xattrs, exclude=exclude))
+    # an earlier image at OUT inside SRC is not packed into the new one (as mksquashfs leaves its output out)
+    tree = Tree.from_entries(walk_directory(args.src, xattrs=options.xattrs, exclude=file_ids(args.out)))
     with Progress(f"writing {os.path.basename(args.out)}") as bar:
         result = write_image(tree, args.out, options, progress=bar.update)
     elapsed = time.monotonic() - start

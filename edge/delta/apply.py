@@ -294,7 +294,7 @@ def _check_state_path(state_path: str, source: str, delta: str | DeltaOpener, ta
     names a device node or FIFO (``--state /dev/null`` would replace /dev/null with a file, then delete
     it) or the source, the delta or the target (an apply that ends "written and verified" would
     delete the target it wrote)."""
-    os.makedirs(os.path.dirname(os.path.abspath(state_path)), exist_ok=True)  # (as the first checkpoint would)
+    os.makedirs(os.path.dirname(os.path.abspath(state_path)), exist_ok=True)  # (where checkpoints will go)
     roles = {"OLD": source, "PATCH": delta if isinstance(delta, str) else None, "TARGET": target}
     try:
         check_output_path(state_path, roles)
@@ -306,8 +306,7 @@ def _check_state_path(state_path: str, source: str, delta: str | DeltaOpener, ta
 
 
 def _save_state(path: str, state: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    replace_file(path, json.dumps(state).encode(), mode=0o600)
+    replace_file(path, json.dumps(state).encode(), mode=0o600)  # (its directory: made by _check_state_path)
 
 
 def apply_delta(

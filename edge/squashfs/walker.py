@@ -29,6 +29,19 @@ def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
     return tuple(out)
 
 
+def file_ids(*paths: str) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of each of ``paths`` that exists, symlinks followed: what ``walk_directory``
+    takes as ``exclude``."""
+    ids = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        ids.add((st.st_dev, st.st_ino))
+    return ids
+
+
 def walk_directory(root: str | os.PathLike[str], *, xattrs: bool = True,
                    exclude: Collection[tuple[int, int]] = ()) -> Iterator[Entry]:
     """Every object under ``root`` as an :class:`Entry`, the root itself first.
