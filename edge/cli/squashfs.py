@@ -13,8 +13,8 @@ from edge.progress import Progress, human_bytes
 from edge.squashfs import SquashfsError, SquashfsImage, Tree, WriterOptions, parse_block_size, walk_directory, write_image
 from edge.squashfs import format as fmt
 from edge.squashfs.compressors import LZO1X_999, WRITABLE, describe, make_codec
-from edge.squashfs.walker import file_ids
 from edge.squashfs.extract import extract, long_line
+from edge.squashfs.walker import file_ids
 
 from .output import print_json, print_table
 

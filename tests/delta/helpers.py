@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import struct
 from dataclasses import replace
 
+from edge.delta import format as dfmt
 from edge.squashfs import BytesContent, Entry, Kind, Tree, WriterOptions, write_image
 from tests.conftest import require_tool, run
 from tests.squashfs.helpers import CAP_NET_RAW
@@ -143,10 +145,6 @@ def mksquashfs_pair(tmp: str, old: list[Entry], new: list[Entry], *options: str)
 
 def op_spans(raw: bytes) -> list[tuple[int, int]]:
     """(first byte, end) of every op of a delta, in order: where a cut or a flip lands."""
-    import io
-
-    from edge.delta import format as dfmt
-
     reader = dfmt.DeltaReader(io.BytesIO(raw), "d")
     reader.preamble()
     spans = []

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tests.conftest import require_tool, run
 from tests.squashfs.helpers import make_rich_tree
 
 EDGE = [sys.executable, "-m", "edge"]
@@ -48,8 +49,6 @@ def test_create_ls_info_extract(tmp_path, tree):
 def test_an_image_written_inside_its_source_tree_is_not_packed_into_the_next_one(tmp_path, tree):
     """`edge squashfs create SRC SRC/img.sqfs` run twice gives the same image both times, without
     img.sqfs in it (as mksquashfs leaves its own output out), checked with unsquashfs."""
-    from tests.conftest import require_tool, run
-
     unsquashfs = require_tool("unsquashfs")
     image = tree / "img.sqfs"
     mtime = ["--mtime", "1600000000"]
