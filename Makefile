@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 # Debian packages: the tools Edge calls and the real tools the tests check against.
 APT_PACKAGES := python3 python3-venv python3-pip squashfs-tools liblz4-1 liblzo2-2 attr zstd xz-utils umoci skopeo bzip2 grub-common \
-	openssl grub-emu dosfstools mtools libubootenv-tool u-boot-tools u-boot-qemu qemu-system-arm
+	openssl e2fsprogs grub-emu dosfstools mtools libubootenv-tool u-boot-tools u-boot-qemu qemu-system-arm
 # The benchmarks also build Debian trees and run the peer tools they compare against.
 BENCH_PACKAGES := debootstrap time xdelta3 bsdiff casync curl
 

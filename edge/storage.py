@@ -188,3 +188,13 @@ def overlap(a: str, b: str) -> bool:
     da, ca = extents(a)
     db, cb = extents(b)
     return _meet(da, db) or _meet(ca, db) or _meet(da, cb)
+
+
+def directory_on(path: str, device: str) -> bool:
+    """True when the directory ``path`` would be in (it, or the nearest directory above it that
+    exists) is on a filesystem that writing ``device`` (an existing block device or file) overwrites:
+    a file kept there, such as a checkpoint or the device state, would be destroyed by the write."""
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(directory):
+        directory = os.path.dirname(directory)
+    return overlap(directory, device)

@@ -47,7 +47,7 @@ from edge.fsutil import (HEAD_HELD_BACK, HeldBackWriter, ShortFileError, check_o
                          replace_file, saved_head, sha256_prefix)
 from edge.locking import lock_target
 from edge.memory import return_large_buffers_promptly
-from edge.storage import missing_device, overlap
+from edge.storage import directory_on, missing_device, overlap
 from edge.squashfs.compressors import IMPLS, LZO1X_999, Codec, CodecError, available_impls
 
 from . import format as dfmt
@@ -293,7 +293,12 @@ def _check_state_path(state_path: str, source: str, delta: str | DeltaOpener, ta
     """The checkpoint file is replaced at every checkpoint and removed at the end: refuse a path that
     names a device node or FIFO (``--state /dev/null`` would replace /dev/null with a file, then delete
     it) or the source, the delta or the target (an apply that ends "written and verified" would
-    delete the target it wrote)."""
+    delete the target it wrote), or a directory on a filesystem that the target holds (writing the
+    target would destroy the filesystem, and the filesystem's writes would change the target)."""
+    if os.path.exists(target) and directory_on(state_path, target):
+        raise UsageError(f"--state: {state_path} is on a filesystem stored in TARGET ({target}): writing the "
+                         f"target would destroy it; put the checkpoint file on another filesystem (nothing was "
+                         f"written)")
     os.makedirs(os.path.dirname(os.path.abspath(state_path)), exist_ok=True)  # (where checkpoints will go)
     roles = {"OLD": source, "PATCH": delta if isinstance(delta, str) else None, "TARGET": target}
     try:

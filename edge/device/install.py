@@ -34,7 +34,7 @@ from edge.locking import device_lock
 
 from .config import DeviceConfig
 from .errors import DeviceError
-from .slots import capacity, hash_slot, open_for_writing, same_device
+from .slots import capacity, check_slot_holds_none_of, hash_slot, open_for_writing, same_device
 from .source import is_url, open_source
 from .state import DeviceState, Operation, SlotRecord, load_state, save_state
 
@@ -128,6 +128,7 @@ class Installer:
         target_path, booted_path = cfg.slots[target], cfg.slots[booted]
         if same_device(target_path, booted_path):
             raise DeviceError(f"slots {booted} and {target} are the same device {target_path}")
+        check_slot_holds_none_of(target, target_path, cfg.state_file, None if is_url(source) else source)
 
         from edge.bundle import open_bundle
 

@@ -7,7 +7,7 @@ import stat
 
 from edge.fsutil import ShortFileError, sha256_prefix
 from edge.locking import lock_target
-from edge.storage import missing_device, overlap
+from edge.storage import directory_on, missing_device, overlap
 
 from .errors import DeviceError
 
@@ -43,6 +43,20 @@ def same_device(a: str, b: str) -> bool:
         return os.path.samefile(a, b) or overlap(a, b)
     except FileNotFoundError:
         return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_slot_holds_none_of(slot: str, path: str, state_file: str, bundle: str | None) -> None:
+    """Refuse to write slot ``slot`` (at ``path``) when the device state or the local bundle being
+    installed is on a filesystem stored in that slot: writing the slot would destroy them."""
+    if not os.path.exists(path):
+        return
+    if directory_on(state_file, path):
+        raise DeviceError(f"state_dir {os.path.dirname(state_file)} is on a filesystem stored in slot {slot} ({path}): "
+                          f"installing would destroy the device state; put state_dir on the data partition (nothing "
+                          f"was written)")
+    if bundle is not None and os.path.exists(bundle) and overlap(bundle, path):
+        raise DeviceError(f"{bundle} is stored in slot {slot} ({path}), the slot this install writes: copy the bundle "
+                          f"to another filesystem (nothing was written)")
 
 
 def open_for_writing(path: str, booted_path: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -176,3 +177,29 @@ def test_install_refuses_a_slot_device_that_does_not_exist(slot):
     with pytest.raises(DeviceError, match="no such device"):
         open_for_writing(missing, backing)
     assert not os.path.exists(missing)
+
+
+@pytest.mark.parametrize("target_is", ["loop device", "backing file"])
+def test_a_checkpoint_on_a_filesystem_the_target_holds_is_refused(slot, target_is):
+    """--state in a filesystem stored in the target (mounted from it, or from a loop device over the
+    target file): the target's write would destroy that filesystem, and the checkpoints written into
+    it would change the target. Refused before anything is written, with exit code 2."""
+    from edge.errors import UsageError
+    from tests.conftest import ext4_file, ext4_is_clean, mounted_ext4
+
+    tmp_path, backing, loops, delta = slot
+    disk, mnt = str(tmp_path / "data.img"), str(tmp_path / "mnt")
+    with mounted_ext4(disk, mnt) as dev:
+        with open(os.path.join(mnt, "canary"), "wb") as fh:
+            fh.write(b"kept" * 1000)
+        target = dev if target_is == "loop device" else disk
+        state = os.path.join(mnt, "edge", "apply.json")
+        with pytest.raises(UsageError, match=rf"^--state: {state} is on a filesystem stored in TARGET \({target}\): "
+                                             r"writing the target would destroy it"):
+            apply_delta(backing, delta, target, state_path=state)
+        assert not os.path.exists(os.path.dirname(state))  # not even the checkpoint's directory was made
+        cli = subprocess.run([sys.executable, "-m", "edge", "delta", "apply", backing, delta, "-o", target,
+                              "--state", state], capture_output=True, text=True)
+        assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "stored in TARGET" in cli.stderr
+    assert ext4_is_clean(disk)
+    assert ext4_file(disk, "/canary") == b"kept" * 1000
