@@ -5,7 +5,8 @@ no stale lock behind), and taken without waiting: a second writer is refused wit
 (exit code 15) instead of queueing behind an install that may run for minutes.
 
 - ``lock_target(fd, path)``: the image being written, a file or a block device. ``edge delta apply``
-  and both install paths (full and delta) take it on the target they open for writing.
+  and both install paths (full and delta) take it on the target they open for writing, through
+  ``open_target``, which also refuses a target that holds a mounted filesystem.
 - ``device_lock(state_dir, operation)``: the device's state, for the commands that change it
   (install, boot-check, mark-good, mark-bad, rollback). The lock file names the holder.
 """
@@ -16,10 +17,12 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 
 from edge.errors import EdgeError
+from edge.storage import mounted_in
 
 LOCK_FILE = "lock"
 MAX_HOLDER_TEXT = 200  # bytes of the lock file a refusal quotes
@@ -48,6 +51,47 @@ def lock_target(fd: int, path: str) -> None:
     if not _flock_now(fd):
         raise BusyError(f"{path}: another process is writing it (an edge delta apply or edge install in "
                         f"progress); nothing was written: run this again when it has ended")
+
+
+def open_target(path: str, error: type[EdgeError], mode: int = 0o644) -> int:
+    """Open the image about to be written (a file, created when missing, or a block device) read-write
+    and locked (``lock_target``).
+
+    Refused with ``error`` (nothing written) when a mounted filesystem is stored in it: mounted from
+    it, from one of its partitions or from a loop device over it (``edge.storage.mounted_in``).
+    A block device is opened exclusively (``O_EXCL``), as bmaptool does: the kernel then also refuses
+    it while it is swap or under a device-mapper or RAID device, and nothing can mount it while it
+    is being written."""
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        where = mounted_in(path)
+        if where is not None:
+            raise error(f"{path} holds the filesystem mounted at {where}: writing it would destroy that "
+                        f"filesystem; unmount it first (nothing was written)")
+    if st is not None and stat.S_ISBLK(st.st_mode):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                lock_target(fd, path)  # another Edge writer holds it: BusyError
+            finally:
+                os.close(fd)
+            raise error(f"{path} is in use by the system (mounted, active swap, or under a device-mapper or "
+                        f"RAID device); nothing was written: release it first") from None
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        lock_target(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @contextlib.contextmanager

@@ -15,12 +15,15 @@ kernel, so a deleted or renamed backing file still counts), a device-mapper or
 md device all of its members (their tables are not parsed, so two volumes on
 one partition count as overlapping). Two paths overlap when their ranges meet,
 or when one is a file and the other holds the filesystem it lives on.
+``mounted_in`` uses the same ranges to find a mounted filesystem stored in a
+path about to be written.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import stat
 import struct
 
@@ -188,6 +191,42 @@ def overlap(a: str, b: str) -> bool:
     da, ca = extents(a)
     db, cb = extents(b)
     return _meet(da, db) or _meet(ca, db) or _meet(da, cb)
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path: space, tab, newline and backslash are written as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mounted_block_filesystems() -> list[tuple[int, int, str]]:
+    """(major, minor, mount point) of every mounted filesystem that sits on a block device."""
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 5 or ":" not in fields[2]:
+            continue
+        major, _, minor = fields[2].partition(":")
+        if major.isdigit() and minor.isdigit() and int(major) != 0:  # (major 0: tmpfs, proc, overlay, ...)
+            out.append((int(major), int(minor), _unescape(fields[4])))
+    return out
+
+
+def mounted_in(path: str) -> str | None:
+    """The mount point of a mounted filesystem stored in ``path`` (an existing block device or file):
+    mounted from it, from one of its partitions, from a loop device over it, ... Writing ``path`` would
+    destroy that filesystem, and the filesystem's own writes (its superblock at unmount) would change
+    what was written. None when there is none (or none that can be told)."""
+    direct = [e for e in extents(path)[0] if e[0] != _ANY]
+    for major, minor, mountpoint in _mounted_block_filesystems():
+        held = [e for e in _block(major, minor, []) if e[0] != _ANY]
+        if _meet(held, direct):
+            return mountpoint
+    return None
 
 
 def directory_on(path: str, device: str) -> bool:

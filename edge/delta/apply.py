@@ -45,7 +45,7 @@ import zstandard
 from edge.errors import InputFileError, UsageError, short_digests
 from edge.fsutil import (HEAD_HELD_BACK, HeldBackWriter, ShortFileError, check_output_path, remove_if_present,
                          replace_file, saved_head, sha256_prefix)
-from edge.locking import lock_target
+from edge.locking import open_target
 from edge.memory import return_large_buffers_promptly
 from edge.storage import directory_on, missing_device, overlap
 from edge.squashfs.compressors import IMPLS, LZO1X_999, Codec, CodecError, available_impls
@@ -385,10 +385,8 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
             raise SourceMismatchError(
                 f"{source} is not the image this delta was made from (sha256 {seen}, expected "
                 f"{wanted}): wrong base version or a corrupted slot")
-        flags = os.O_RDWR | os.O_CREAT
-        tfd = os.open(target, flags, 0o644)
+        tfd = open_target(target, DeltaError)  # locked: a second apply or install is refused; never a mounted one
         try:
-            lock_target(tfd, target)  # one writer per target: a second apply or install is refused
             job = _Job(header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
                        progress, workers, on_checkpoint, started, source_check, checkpoint_bytes, on_start, truncate,
                        delta_size)

@@ -6,7 +6,7 @@ import os
 import stat
 
 from edge.fsutil import ShortFileError, sha256_prefix
-from edge.locking import lock_target
+from edge.locking import open_target
 from edge.storage import directory_on, missing_device, overlap
 
 from .errors import DeviceError
@@ -65,16 +65,11 @@ def open_for_writing(path: str, booted_path: str) -> int:
     if same_device(path, booted_path):
         raise DeviceError(f"{path} is the booted slot: refusing to write to the running system")
     _missing_device(path)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_target(path, DeviceError, 0o600)
     if os.path.exists(booted_path) and os.fstat(fd).st_ino == os.stat(booted_path).st_ino and \
             os.fstat(fd).st_dev == os.stat(booted_path).st_dev:
         os.close(fd)
         raise DeviceError(f"{path} is the booted slot: refusing to write to the running system")
-    try:
-        lock_target(fd, path)
-    except BaseException:
-        os.close(fd)
-        raise
     return fd
 
 

@@ -203,3 +203,114 @@ def test_a_checkpoint_on_a_filesystem_the_target_holds_is_refused(slot, target_i
         assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "stored in TARGET" in cli.stderr
     assert ext4_is_clean(disk)
     assert ext4_file(disk, "/canary") == b"kept" * 1000
+
+
+@pytest.mark.parametrize("target_is", ["loop device", "backing file"])
+def test_a_target_that_holds_a_mounted_filesystem_is_refused(tmp_path, pair, target_is):
+    """Writing storage that a mounted filesystem lives on destroys the filesystem, and its unmount then
+    rewrites the superblock over the image: before this check the apply reported "written and
+    verified" and, after the unmount, the target no longer matched (measured: byte 1037 differed).
+    Refused with exit code 10, nothing written; the mount point is named as /proc/self/mountinfo
+    escapes it (here with a space)."""
+    from tests.conftest import ext4_file, ext4_is_clean, mounted_ext4
+
+    old, new, delta, _ = pair
+    mnt = str(tmp_path / "mnt point")
+    backing = str(tmp_path / "data.img")
+    with mounted_ext4(backing, mnt) as loop:
+        with open(os.path.join(mnt, "canary"), "wb") as fh:
+            fh.write(b"kept")
+        _refused_mounted(old, delta, loop if target_is == "loop device" else backing, mnt, tmp_path)
+    assert ext4_is_clean(backing) and ext4_file(backing, "/canary") == b"kept"
+
+
+def test_a_disk_with_a_mounted_partition_is_refused_and_its_other_partition_is_not(tmp_path, pair):
+    """The whole disk holds every partition: with p2 mounted, writing the disk is refused; p1 is
+    other storage and is written (p2's bytes stay as they were)."""
+    from edge.storage import mounted_in
+
+    old, new, delta, _ = pair
+    sectors = os.path.getsize(new) // 512 + 2048
+    disk, mnt = str(tmp_path / "disk.img"), str(tmp_path / "mnt")
+    _disk_image(disk, sectors)
+    loop = _loop_partscan(disk)
+    try:
+        p1, p2 = _partitions(loop)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", p2], check=True)
+        os.makedirs(mnt)
+        subprocess.run(["mount", p2, mnt], check=True)
+        try:
+            assert mounted_in(p1) is None and mounted_in(p2) == mnt and mounted_in(loop) == mnt
+            p2_start = (2048 + sectors) * 512
+            with open(disk, "rb") as fh:
+                fh.seek(p2_start)
+                p2_before = fh.read()
+            _refused_mounted(old, delta, loop, mnt, tmp_path)
+            apply_delta(old, delta, p1, state_path=str(tmp_path / "state"))
+            with open(p1, "rb") as fh:
+                assert fh.read(os.path.getsize(new)) == open(new, "rb").read()
+            with open(disk, "rb") as fh:
+                fh.seek(p2_start)
+                assert fh.read() == p2_before
+        finally:
+            subprocess.run(["umount", mnt], check=False)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def _loop_partscan(disk: str) -> str:
+    return subprocess.run(["losetup", "--find", "--show", "--partscan", disk], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _refused_mounted(old: str, delta: str, target: str, mnt: str, tmp_path) -> None:
+    with pytest.raises(DeltaError, match=rf"^{target} holds the filesystem mounted at {mnt}: writing it would destroy"):
+        apply_delta(old, delta, target, state_path=str(tmp_path / "state"))
+    cli = subprocess.run([sys.executable, "-m", "edge", "delta", "apply", old, delta, "-o", target, "--state",
+                          str(tmp_path / "state")], capture_output=True, text=True)
+    assert cli.returncode == 10 and cli.stderr.count("\n") == 1 and f"mounted at {mnt}:" in cli.stderr
+
+
+def test_a_block_device_in_use_as_swap_is_refused(tmp_path, pair):
+    """What no mount table shows (swap here; device-mapper and RAID members alike) the kernel refuses to
+    an exclusive open: exit code 10, nothing written."""
+    old, new, delta, _ = pair
+    backing = str(tmp_path / "swap.img")
+    with open(backing, "wb") as fh:
+        fh.truncate(os.path.getsize(new) + (1 << 20))
+    loop = _loop(backing)
+    try:
+        subprocess.run(["mkswap", loop], check=True, capture_output=True)
+        subprocess.run(["swapon", loop], check=True)
+        try:
+            before = open(backing, "rb").read()
+            with pytest.raises(DeltaError, match=rf"^{loop} is in use by the system \(mounted, active swap"):
+                apply_delta(old, delta, loop, state_path=str(tmp_path / "state"))
+            assert open(backing, "rb").read() == before
+        finally:
+            subprocess.run(["swapoff", loop], check=False)
+        apply_delta(old, delta, loop, state_path=str(tmp_path / "state"))  # released: written
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def test_a_second_writer_of_a_block_device_is_still_busy(tmp_path, pair):
+    """The exclusive open must not turn "another apply is writing it" (exit 15, try again later) into
+    "in use by the system": a block device held by an Edge writer is refused with BusyError."""
+    from edge.locking import BusyError, open_target
+
+    old, new, delta, _ = pair
+    backing = str(tmp_path / "slot.img")
+    with open(backing, "wb") as fh:
+        fh.truncate(os.path.getsize(new) + (1 << 20))
+    loop = _loop(backing)
+    try:
+        fd = open_target(loop, DeltaError)
+        try:
+            with pytest.raises(BusyError, match="another process is writing it"):
+                apply_delta(old, delta, loop, state_path=str(tmp_path / "state"))
+        finally:
+            os.close(fd)
+        apply_delta(old, delta, loop, state_path=str(tmp_path / "state"))
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)

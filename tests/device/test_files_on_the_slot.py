@@ -70,3 +70,23 @@ def test_a_state_dir_on_another_filesystem_installs(tmp_path, artifacts):
         assert result.slot == "B"
         size = os.path.getsize(artifacts["images"][2])
         assert sha256(os.path.join(d, "slots", "B.img"), size) == sha256(artifacts["images"][2])
+
+
+@pytest.mark.parametrize("bundle", ["v2", "v1-v2"])
+def test_install_refuses_a_slot_with_a_mounted_filesystem(tmp_path, artifacts, bundle):
+    """Slot B holds a mounted filesystem (someone mounted the inactive slot to look into it, or a data
+    partition is configured as a slot): both install paths, full and delta, refuse it with exit code
+    11 before writing, and the state still has no install recorded."""
+    d = _board(tmp_path, artifacts)
+    slot_b, mnt = os.path.join(d, "slots", "B.img"), str(tmp_path / "mnt")
+    path = artifacts["bundles"][("x86-64-efi", bundle)]
+    state_file = load_config(os.path.join(d, "device.yaml")).state_file
+    state_before = open(state_file, "rb").read()
+    with mounted_ext4(slot_b, mnt):
+        with pytest.raises(DeviceError, match=rf"^{slot_b} holds the filesystem mounted at {mnt}: writing it would "
+                                              r"destroy that filesystem; unmount it first"):
+            Installer(load_config(os.path.join(d, "device.yaml"))).install(path)
+        assert open(state_file, "rb").read() == state_before
+    assert ext4_is_clean(slot_b)
+    result = Installer(load_config(os.path.join(d, "device.yaml"))).install(path)  # unmounted: installs
+    assert result.slot == "B"
