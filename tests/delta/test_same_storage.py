@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -194,8 +195,8 @@ def test_a_checkpoint_on_a_filesystem_the_target_holds_is_refused(slot, target_i
             fh.write(b"kept" * 1000)
         target = dev if target_is == "loop device" else disk
         state = os.path.join(mnt, "edge", "apply.json")
-        with pytest.raises(UsageError, match=rf"^--state: {state} is on a filesystem stored in TARGET \({target}\): "
-                                             r"writing the target would destroy it"):
+        with pytest.raises(UsageError, match=rf"^--state: {re.escape(state)} is on a filesystem stored in TARGET "
+                                             rf"\({re.escape(target)}\): writing the target would destroy it"):
             apply_delta(backing, delta, target, state_path=state)
         assert not os.path.exists(os.path.dirname(state))  # not even the checkpoint's directory was made
         cli = subprocess.run([sys.executable, "-m", "edge", "delta", "apply", backing, delta, "-o", target,
@@ -264,7 +265,8 @@ def _loop_partscan(disk: str) -> str:
 
 
 def _refused_mounted(old: str, delta: str, target: str, mnt: str, tmp_path) -> None:
-    with pytest.raises(DeltaError, match=rf"^{target} holds the filesystem mounted at {mnt}: writing it would destroy"):
+    with pytest.raises(DeltaError, match=rf"^{re.escape(target)} holds the filesystem mounted at {re.escape(mnt)}: "
+                                         r"writing it would destroy"):
         apply_delta(old, delta, target, state_path=str(tmp_path / "state"))
     cli = subprocess.run([sys.executable, "-m", "edge", "delta", "apply", old, delta, "-o", target, "--state",
                           str(tmp_path / "state")], capture_output=True, text=True)
@@ -284,7 +286,7 @@ def test_a_block_device_in_use_as_swap_is_refused(tmp_path, pair):
         subprocess.run(["swapon", loop], check=True)
         try:
             before = open(backing, "rb").read()
-            with pytest.raises(DeltaError, match=rf"^{loop} is in use by the system \(mounted, active swap"):
+            with pytest.raises(DeltaError, match=rf"^{re.escape(loop)} is in use by the system \(mounted, active swap"):
                 apply_delta(old, delta, loop, state_path=str(tmp_path / "state"))
             assert open(backing, "rb").read() == before
         finally:

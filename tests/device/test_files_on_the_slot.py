@@ -4,6 +4,7 @@ the bundle it reads) cannot live on a filesystem stored in that slot."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,10 +42,11 @@ def test_install_refuses_a_slot_that_holds_what_it_keeps(tmp_path, artifacts, ke
         if kept == "state_dir":
             shutil.copytree(os.path.join(d, "data", "edge"), os.path.join(mnt, "edge"))
             _use_state_dir(d, os.path.join(mnt, "edge"))
-            message = rf"^state_dir {mnt}/edge is on a filesystem stored in slot B \({slot_b}\): installing would destroy"
+            message = (rf"^state_dir {re.escape(mnt)}/edge is on a filesystem stored in slot B \({re.escape(slot_b)}\): "
+                       r"installing would destroy")
         else:
             bundle = shutil.copy(bundle, os.path.join(mnt, "update.edgeb"))
-            message = rf"^{bundle} is stored in slot B \({slot_b}\), the slot this install writes: copy the bundle"
+            message = rf"^{re.escape(bundle)} is stored in slot B \({re.escape(slot_b)}\), the slot this install writes: copy"
         state_file = load_config(os.path.join(d, "device.yaml")).state_file
         state_before = open(state_file, "rb").read()
         with pytest.raises(DeviceError, match=message):
@@ -83,8 +85,8 @@ def test_install_refuses_a_slot_with_a_mounted_filesystem(tmp_path, artifacts, b
     state_file = load_config(os.path.join(d, "device.yaml")).state_file
     state_before = open(state_file, "rb").read()
     with mounted_ext4(slot_b, mnt):
-        with pytest.raises(DeviceError, match=rf"^{slot_b} holds the filesystem mounted at {mnt}: writing it would "
-                                              r"destroy that filesystem; unmount it first"):
+        with pytest.raises(DeviceError, match=rf"^{re.escape(slot_b)} holds the filesystem mounted at {re.escape(mnt)}: "
+                                              r"writing it would destroy that filesystem; unmount it first"):
             Installer(load_config(os.path.join(d, "device.yaml"))).install(path)
         assert open(state_file, "rb").read() == state_before
     assert ext4_is_clean(slot_b)
