@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 
 from edge.errors import EdgeError
-from edge.storage import mounted_in
+from edge.storage import busy_loop_over, mounted_in
 
 LOCK_FILE = "lock"
 MAX_HOLDER_TEXT = 200  # bytes of the lock file a refusal quotes
@@ -58,7 +58,9 @@ def open_target(path: str, error: type[EdgeError], mode: int = 0o644) -> int:
     and locked (``lock_target``).
 
     Refused with ``error`` (nothing written) when a mounted filesystem is stored in it: mounted from
-    it, from one of its partitions or from a loop device over it (``edge.storage.mounted_in``).
+    it, from one of its partitions or from a loop device over it (``edge.storage.mounted_in``), or
+    when a loop device over it is in use anywhere (``edge.storage.busy_loop_over``: a mount in another
+    mount namespace, which this process's mount table does not show).
     A block device is opened exclusively (``O_EXCL``), as bmaptool does: the kernel then also refuses
     it while it is swap or under a device-mapper or RAID device, and nothing can mount it while it
     is being written."""
@@ -71,6 +73,11 @@ def open_target(path: str, error: type[EdgeError], mode: int = 0o644) -> int:
         if where is not None:
             raise error(f"{path} holds the filesystem mounted at {where}: writing it would destroy that "
                         f"filesystem; unmount it first (nothing was written)")
+        loop = busy_loop_over(path)
+        if loop is not None:
+            raise error(f"{path} is behind the loop device {loop}, which is in use (mounted, perhaps in another "
+                        f"mount namespace, swap, or under a device-mapper or RAID device): writing it would destroy "
+                        f"what uses it; release {loop} first (nothing was written)")
     if st is not None and stat.S_ISBLK(st.st_mode):
         try:
             fd = os.open(path, os.O_RDWR | os.O_EXCL | os.O_CLOEXEC)
@@ -82,8 +89,8 @@ def open_target(path: str, error: type[EdgeError], mode: int = 0o644) -> int:
                 lock_target(fd, path)  # another Edge writer holds it: BusyError
             finally:
                 os.close(fd)
-            raise error(f"{path} is in use by the system (mounted, active swap, or under a device-mapper or "
-                        f"RAID device); nothing was written: release it first") from None
+            raise error(f"{path} is in use by the system (mounted, perhaps in another mount namespace, active "
+                        f"swap, or under a device-mapper or RAID device); nothing was written: release it first") from None
     else:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
     try:

@@ -16,11 +16,13 @@ md device all of its members (their tables are not parsed, so two volumes on
 one partition count as overlapping). Two paths overlap when their ranges meet,
 or when one is a file and the other holds the filesystem it lives on.
 ``mounted_in`` uses the same ranges to find a mounted filesystem stored in a
-path about to be written.
+path about to be written, and ``busy_loop_over`` a loop device over it that
+something holds (a mount in another namespace included).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -227,6 +229,57 @@ def mounted_in(path: str) -> str | None:
         if _meet(held, direct):
             return mountpoint
     return None
+
+
+def busy_loop_over(path: str) -> str | None:
+    """A loop device (or a partition of one), other than ``path`` itself, over the storage of ``path``
+    that is in use: an exclusive open of it fails with EBUSY, as it does while it is mounted in any
+    mount namespace (which /proc/self/mountinfo does not show), swap, or under a device-mapper or
+    RAID device. Writing ``path`` would change what that user reads. None when there is none."""
+    direct = [e for e in extents(path)[0] if e[0] != _ANY]
+    own = os.stat(path).st_rdev
+    try:
+        names = sorted(os.listdir("/sys/block"))
+    except OSError:
+        return None
+    for name in names:
+        if not os.path.isdir(f"/sys/block/{name}/loop"):
+            continue
+        # A whole disk refuses an exclusive open while any one partition is held, so a loop device
+        # with partitions is judged by the partitions over ``path`` (and by holders of the whole disk).
+        try:
+            parts = sorted(p for p in os.listdir(f"/sys/block/{name}") if p.startswith(name) and
+                           os.path.exists(f"/sys/block/{name}/{p}/partition"))
+        except OSError:
+            continue
+        if parts and _read_holders(name):
+            parts = []  # (device-mapper or md on the whole disk: the whole disk is what is held)
+        for part in parts or [name]:
+            dev = _dev_of(part)
+            if dev is None or os.makedev(*dev) == own:
+                continue
+            held = [e for e in _block(*dev, []) if e[0] != _ANY]
+            node = _node(*dev) if _meet(held, direct) else None
+            if node is not None and _held(node):
+                return node
+    return None
+
+
+def _read_holders(name: str) -> list[str]:
+    try:
+        return os.listdir(f"/sys/block/{name}/holders")
+    except OSError:
+        return []
+
+
+def _held(node: str) -> bool:
+    """Whether the kernel refuses an exclusive open of the block device ``node`` (EBUSY)."""
+    try:
+        fd = os.open(node, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as exc:
+        return exc.errno == errno.EBUSY
+    os.close(fd)
+    return False
 
 
 def directory_on(path: str, device: str) -> bool:

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -228,7 +229,7 @@ def test_a_target_that_holds_a_mounted_filesystem_is_refused(tmp_path, pair, tar
 def test_a_disk_with_a_mounted_partition_is_refused_and_its_other_partition_is_not(tmp_path, pair):
     """The whole disk holds every partition: with p2 mounted, writing the disk is refused; p1 is
     other storage and is written (p2's bytes stay as they were)."""
-    from edge.storage import mounted_in
+    from edge.storage import busy_loop_over, mounted_in
 
     old, new, delta, _ = pair
     sectors = os.path.getsize(new) // 512 + 2048
@@ -242,6 +243,8 @@ def test_a_disk_with_a_mounted_partition_is_refused_and_its_other_partition_is_n
         subprocess.run(["mount", p2, mnt], check=True)
         try:
             assert mounted_in(p1) is None and mounted_in(p2) == mnt and mounted_in(loop) == mnt
+            # the held partition, not the whole loop device (which refuses O_EXCL while p2 is mounted)
+            assert busy_loop_over(disk) == p2 and busy_loop_over(p1) is None
             p2_start = (2048 + sectors) * 512
             with open(disk, "rb") as fh:
                 fh.seek(p2_start)
@@ -286,7 +289,7 @@ def test_a_block_device_in_use_as_swap_is_refused(tmp_path, pair):
         subprocess.run(["swapon", loop], check=True)
         try:
             before = open(backing, "rb").read()
-            with pytest.raises(DeltaError, match=rf"^{re.escape(loop)} is in use by the system \(mounted, active swap"):
+            with pytest.raises(DeltaError, match=rf"^{re.escape(loop)} is in use by the system \(mounted, perhaps in "):
                 apply_delta(old, delta, loop, state_path=str(tmp_path / "state"))
             assert open(backing, "rb").read() == before
         finally:
@@ -316,3 +319,55 @@ def test_a_second_writer_of_a_block_device_is_still_busy(tmp_path, pair):
         apply_delta(old, delta, loop, state_path=str(tmp_path / "state"))
     finally:
         subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def test_a_mount_in_another_mount_namespace_is_refused(tmp_path, pair):
+    """A filesystem mounted in another mount namespace (a container, a service with private mounts) is
+    not in this process's /proc/self/mountinfo. The kernel still holds its device: the loop device
+    is refused by the exclusive open, and its backing file because a loop device over it is busy."""
+    from edge.storage import mounted_in
+    from tests.conftest import ext4_file, ext4_is_clean
+
+    old, new, delta, _ = pair
+    backing, mnt, ready = str(tmp_path / "data.img"), str(tmp_path / "mnt"), str(tmp_path / "ready")
+    with open(backing, "wb") as fh:
+        fh.truncate(80 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", backing], check=True)
+    os.makedirs(mnt)
+    loop = _loop(backing)
+    try:
+        holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                   'mount "$0" "$1" && echo kept > "$1/canary" && touch "$2" && exec sleep 600',
+                                   loop, mnt, ready])
+        try:
+            for _ in range(200):
+                if os.path.exists(ready) or holder.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert os.path.exists(ready), "the other namespace did not mount the filesystem"
+            assert mounted_in(loop) is None and not os.path.ismount(mnt)  # (invisible from here)
+            with pytest.raises(DeltaError, match=rf"^{re.escape(loop)} is in use by the system \(mounted, perhaps "
+                                                 r"in another mount namespace"):
+                apply_delta(old, delta, loop, state_path=str(tmp_path / "state"))
+            with pytest.raises(DeltaError, match=rf"^{re.escape(backing)} is behind the loop device "
+                                                 rf"{re.escape(loop)}, which is in use"):
+                apply_delta(old, delta, backing, state_path=str(tmp_path / "state"))
+        finally:
+            holder.kill()  # the namespace ends with its last process, and its mount with it
+            holder.wait()
+        for _ in range(100):  # (the unmount of a dead namespace can take a moment)
+            if not _busy(loop):
+                break
+            time.sleep(0.05)
+        assert ext4_is_clean(loop) and ext4_file(loop, "/canary") == b"kept\n"
+        apply_delta(old, delta, backing, state_path=str(tmp_path / "state"))  # released: written
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
+def _busy(device: str) -> bool:
+    try:
+        os.close(os.open(device, os.O_RDONLY | os.O_EXCL))
+    except OSError:
+        return True
+    return False
