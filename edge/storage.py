@@ -232,10 +232,11 @@ def mounted_in(path: str) -> str | None:
 
 
 def busy_loop_over(path: str) -> str | None:
-    """A loop device (or a partition of one), other than ``path`` itself, over the storage of ``path``
-    that is in use: an exclusive open of it fails with EBUSY, as it does while it is mounted in any
-    mount namespace (which /proc/self/mountinfo does not show), swap, or under a device-mapper or
-    RAID device. Writing ``path`` would change what that user reads. None when there is none."""
+    """A loop device (or a partition of one) over the storage of ``path``, other than ``path`` and its
+    partitions, that is in use: an exclusive open of it fails with EBUSY, as it does while it is
+    mounted in any mount namespace (which /proc/self/mountinfo does not show), swap, or under a
+    device-mapper or RAID device. Writing ``path`` would change what that user reads. None when
+    there is none."""
     direct = [e for e in extents(path)[0] if e[0] != _ANY]
     own = os.stat(path).st_rdev
     try:
@@ -243,8 +244,9 @@ def busy_loop_over(path: str) -> str | None:
     except OSError:
         return None
     for name in names:
-        if not os.path.isdir(f"/sys/block/{name}/loop"):
-            continue
+        whole = _dev_of(name)
+        if whole is None or not os.path.isdir(f"/sys/block/{name}/loop") or os.makedev(*whole) == own:
+            continue  # (the target itself and its partitions: its own exclusive open tells)
         # A whole disk refuses an exclusive open while any one partition is held, so a loop device
         # with partitions is judged by the partitions over ``path`` (and by holders of the whole disk).
         try:

@@ -193,8 +193,9 @@ def test_building_into_the_source_folder_does_not_pack_the_last_build(tmp_path, 
     root = tmp_path / "rootfs"
     write_rootfs(str(root), "x86_64")
     os.makedirs(root / "spool")  # the --work-dir folder is the user's, and part of the tree; the spool inside is not
-    recipe = load_recipe(write_recipe(root / "r.yaml", "name: k\nversion: 1.0.0\nboards: [testbox]\nsource: {dir: .}\n"),
-                         env={})
+    # (a fixed build time: without one, the two builds' mkfs_time differ when they fall in different seconds)
+    recipe = load_recipe(write_recipe(root / "r.yaml", "name: k\nversion: 1.0.0\nboards: [testbox]\nsource: {dir: .}\n"
+                                      f"source_date_epoch: {EPOCH}\n"), env={})
     (elsewhere,) = build(recipe, outdir=str(tmp_path / "elsewhere"), bsp_paths=[boards]).boards
     reference = open(elsewhere.image, "rb").read()
     for _ in range(2):  # the second build finds the first one's outputs in the tree

@@ -245,6 +245,7 @@ def test_a_disk_with_a_mounted_partition_is_refused_and_its_other_partition_is_n
             assert mounted_in(p1) is None and mounted_in(p2) == mnt and mounted_in(loop) == mnt
             # the held partition, not the whole loop device (which refuses O_EXCL while p2 is mounted)
             assert busy_loop_over(disk) == p2 and busy_loop_over(p1) is None
+            assert busy_loop_over(loop) is None  # (its own partitions: its exclusive open tells)
             p2_start = (2048 + sectors) * 512
             with open(disk, "rb") as fh:
                 fh.seek(p2_start)
