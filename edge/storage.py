@@ -172,7 +172,12 @@ def extents(path: str) -> tuple[list[Extent], list[Extent]]:
         if os.major(st.st_dev):  # a filesystem on a block device (not tmpfs, overlay, ...)
             containers = _block(os.major(st.st_dev), os.minor(st.st_dev), [])
     # an unknown loop backing under a filesystem would make every two files on it "overlap"
-    return direct, [e for e in containers if e[0] != _ANY]
+    return direct, _known(containers)
+
+
+def _known(extents: list[Extent]) -> list[Extent]:
+    """``extents`` without the unknown storage that meets everything (which would match any path)."""
+    return [e for e in extents if e[0] != _ANY]
 
 
 def _meet(a: list[Extent], b: list[Extent]) -> bool:
@@ -223,9 +228,9 @@ def mounted_in(path: str) -> str | None:
     mounted from it, from one of its partitions, from a loop device over it, ... Writing ``path`` would
     destroy that filesystem, and the filesystem's own writes (its superblock at unmount) would change
     what was written. None when there is none (or none that can be told)."""
-    direct = [e for e in extents(path)[0] if e[0] != _ANY]
+    direct = _known(extents(path)[0])
     for major, minor, mountpoint in _mounted_block_filesystems():
-        held = [e for e in _block(major, minor, []) if e[0] != _ANY]
+        held = _known(_block(major, minor, []))
         if _meet(held, direct):
             return mountpoint
     return None
@@ -237,7 +242,7 @@ def busy_loop_over(path: str) -> str | None:
     mounted in any mount namespace (which /proc/self/mountinfo does not show), swap, or under a
     device-mapper or RAID device. Writing ``path`` would change what that user reads. None when
     there is none."""
-    direct = [e for e in extents(path)[0] if e[0] != _ANY]
+    direct = _known(extents(path)[0])
     own = os.stat(path).st_rdev
     try:
         names = sorted(os.listdir("/sys/block"))
@@ -260,7 +265,7 @@ def busy_loop_over(path: str) -> str | None:
             dev = _dev_of(part)
             if dev is None or os.makedev(*dev) == own:
                 continue
-            held = [e for e in _block(*dev, []) if e[0] != _ANY]
+            held = _known(_block(*dev, []))
             node = _node(*dev) if _meet(held, direct) else None
             if node is not None and _held(node):
                 return node

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -277,15 +279,23 @@ def _refused_mounted(old: str, delta: str, target: str, mnt: str, tmp_path) -> N
     assert cli.returncode == 10 and cli.stderr.count("\n") == 1 and f"mounted at {mnt}:" in cli.stderr
 
 
+@contextlib.contextmanager
+def _empty_loop(backing: str, size: int) -> Iterator[tuple[str, str]]:
+    """(backing file, loop device): a zero-filled file of ``size`` bytes behind a loop device, detached at the end."""
+    with open(backing, "wb") as fh:
+        fh.truncate(size)
+    loop = _loop(backing)
+    try:
+        yield backing, loop
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
 def test_a_block_device_in_use_as_swap_is_refused(tmp_path, pair):
     """What no mount table shows (swap here; device-mapper and RAID members alike) the kernel refuses to
     an exclusive open: exit code 10, nothing written."""
     old, new, delta, _ = pair
-    backing = str(tmp_path / "swap.img")
-    with open(backing, "wb") as fh:
-        fh.truncate(os.path.getsize(new) + (1 << 20))
-    loop = _loop(backing)
-    try:
+    with _empty_loop(str(tmp_path / "swap.img"), os.path.getsize(new) + (1 << 20)) as (backing, loop):
         subprocess.run(["mkswap", loop], check=True, capture_output=True)
         subprocess.run(["swapon", loop], check=True)
         try:
@@ -296,8 +306,6 @@ def test_a_block_device_in_use_as_swap_is_refused(tmp_path, pair):
         finally:
             subprocess.run(["swapoff", loop], check=False)
         apply_delta(old, delta, loop, state_path=str(tmp_path / "state"))  # released: written
-    finally:
-        subprocess.run(["losetup", "-d", loop], check=False)
 
 
 def test_a_second_writer_of_a_block_device_is_still_busy(tmp_path, pair):
@@ -306,11 +314,7 @@ def test_a_second_writer_of_a_block_device_is_still_busy(tmp_path, pair):
     from edge.locking import BusyError, open_target
 
     old, new, delta, _ = pair
-    backing = str(tmp_path / "slot.img")
-    with open(backing, "wb") as fh:
-        fh.truncate(os.path.getsize(new) + (1 << 20))
-    loop = _loop(backing)
-    try:
+    with _empty_loop(str(tmp_path / "slot.img"), os.path.getsize(new) + (1 << 20)) as (_, loop):
         fd = open_target(loop, DeltaError)
         try:
             with pytest.raises(BusyError, match="another process is writing it"):
@@ -318,25 +322,20 @@ def test_a_second_writer_of_a_block_device_is_still_busy(tmp_path, pair):
         finally:
             os.close(fd)
         apply_delta(old, delta, loop, state_path=str(tmp_path / "state"))
-    finally:
-        subprocess.run(["losetup", "-d", loop], check=False)
 
 
 def test_a_mount_in_another_mount_namespace_is_refused(tmp_path, pair):
     """A filesystem mounted in another mount namespace (a container, a service with private mounts) is
     not in this process's /proc/self/mountinfo. The kernel still holds its device: the loop device
     is refused by the exclusive open, and its backing file because a loop device over it is busy."""
-    from edge.storage import mounted_in
+    from edge.storage import _held, mounted_in
     from tests.conftest import ext4_file, ext4_is_clean
 
     old, new, delta, _ = pair
-    backing, mnt, ready = str(tmp_path / "data.img"), str(tmp_path / "mnt"), str(tmp_path / "ready")
-    with open(backing, "wb") as fh:
-        fh.truncate(80 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", backing], check=True)
+    mnt, ready = str(tmp_path / "mnt"), str(tmp_path / "ready")
     os.makedirs(mnt)
-    loop = _loop(backing)
-    try:
+    with _empty_loop(str(tmp_path / "data.img"), 80 << 20) as (backing, loop):
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", loop], check=True)
         holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                                    'mount "$0" "$1" && echo kept > "$1/canary" && touch "$2" && exec sleep 600',
                                    loop, mnt, ready])
@@ -357,18 +356,8 @@ def test_a_mount_in_another_mount_namespace_is_refused(tmp_path, pair):
             holder.kill()  # the namespace ends with its last process, and its mount with it
             holder.wait()
         for _ in range(100):  # (the unmount of a dead namespace can take a moment)
-            if not _busy(loop):
+            if not _held(loop):
                 break
             time.sleep(0.05)
         assert ext4_is_clean(loop) and ext4_file(loop, "/canary") == b"kept\n"
         apply_delta(old, delta, backing, state_path=str(tmp_path / "state"))  # released: written
-    finally:
-        subprocess.run(["losetup", "-d", loop], check=False)
-
-
-def _busy(device: str) -> bool:
-    try:
-        os.close(os.open(device, os.O_RDONLY | os.O_EXCL))
-    except OSError:
-        return True
-    return False
