@@ -8,6 +8,7 @@ check what reaches the terminal.  An exit code of 70 is Edge's "internal error" 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -167,3 +168,31 @@ def test_a_delta_to_or_from_a_damaged_image_reproduces_its_bytes(inputs, side, k
     assert result.kind in ("squashfs", "generic")
     apply_delta(str(old), str(delta), str(target))
     assert target.read_bytes() == new.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["two\nlines.sqfs", "cr\rreturn.sqfs", "esc\x1b[2Jclear.sqfs", "sep\u2028ar.sqfs"])
+def test_a_name_with_control_characters_stays_on_one_line(tmp_path, name):
+    """An error naming a file is one line even when the name holds a newline, and a terminal escape in
+    it is shown escaped, not sent to the terminal; --json keeps the name as it is."""
+    missing = tmp_path / name
+    result = run_edge("squashfs", "info", str(missing), "--json", check=False)
+    assert result.returncode == 3
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "\x1b" not in result.stderr and "\r" not in result.stderr
+    shown = name.encode("unicode_escape").decode()  # \n, \r, \x1b, \u2028: as Python writes them
+    assert f"{shown}: No such file or directory" in result.stderr
+    assert json.loads(result.stdout)["error"]["message"] == f"{missing}: No such file or directory"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_one_line_leaves_no_line_break_and_no_control_character(text):
+    import unicodedata
+
+    from edge.cli import one_line
+
+    shown = one_line(text)
+    assert len(shown.splitlines()) <= 1
+    assert not any(unicodedata.category(c) == "Cc" for c in shown)
+    if not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text):
+        assert shown == text  # plain text is left as it is

@@ -39,11 +39,22 @@ GLOBAL_OPTIONS_WITH_VALUE: set[str] = {"--config"}
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
+# Control characters (C0, DEL, C1) and Unicode line separators -> visible escapes: an error is one line
+# even when it names a file whose name holds a newline or quotes a server's text, and a terminal escape
+# sequence in such a name is shown, not acted on.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {
+    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): one line, shown as written."""
+    return text.translate(_ESCAPES)
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def _command_of(argv: list[str]) -> str | None:
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(args: argparse.Namespace, message: str, code: int, kind: str, prefix: str = "error") -> int:
     """One line on stderr; with --json also an error object on stdout, so a machine reading stdout
     always gets JSON."""
-    print(f"edge: {prefix}: {message}", file=sys.stderr)
+    print(f"edge: {prefix}: {one_line(message)}", file=sys.stderr)
     if getattr(args, "json", False):
         import json
 

@@ -106,7 +106,7 @@ class HttpStream(io.RawIOBase):
         if resp.status == 206 and start != self._pos:
             resp.close()  # bytes from elsewhere would look like a damaged bundle: it is the server's fault
             raise DownloadError(f"{self.url}: asked for the bytes from {self._pos}, the server sent "
-                                f"{sent or 'no Content-Range'}")
+                                f"{_quoted(sent) if sent else 'no Content-Range'}")
         self._resp = resp
         if self._size is None:
             length = resp.headers.get("Content-Length")
@@ -123,11 +123,10 @@ class HttpStream(io.RawIOBase):
                 if exc.code == 416 and self._pos > 0:  # range not satisfiable: reading at or past the end
                     raise _AtEnd() from None
                 if exc.code < 500 or attempt == RETRIES:
-                    raise DownloadError(f"{self.url}: HTTP {exc.code} {exc.reason}") from None
-            except (urllib.error.URLError, OSError) as exc:
+                    raise DownloadError(f"{self.url}: {_http_error(exc)}") from None
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 if attempt == RETRIES:
-                    reason = getattr(exc, "reason", exc)
-                    raise DownloadError(f"{self.url}: cannot download ({reason})") from None
+                    raise DownloadError(f"{self.url}: cannot download ({_why(exc)})") from None
             time.sleep(delay)
             delay = min(delay * 2, 8)
         raise AssertionError("unreachable")
@@ -157,7 +156,7 @@ class HttpStream(io.RawIOBase):
                     attempt = 0  # this connection delivered data before it ended: reopen at once
                     continue
                 if attempt == RETRIES:
-                    raise DownloadError(f"{self.url}: download interrupted at byte {self._pos} ({exc})") from None
+                    raise DownloadError(f"{self.url}: download interrupted at byte {self._pos} ({_why(exc)})") from None
                 time.sleep(min(0.5 * 2**attempt, 8))
                 attempt += 1
 
@@ -168,6 +167,32 @@ class HttpStream(io.RawIOBase):
 
 class _AtEnd(Exception):
     pass
+
+
+def _quoted(said: str, limit: int = 80) -> str:
+    """A server's text (a reason phrase, a header, a status line) for a message: one line, at most
+    ``limit`` characters; a server may send up to 64 KiB of anything there."""
+    text = " ".join(said.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _http_error(exc: urllib.error.HTTPError) -> str:
+    if 300 <= exc.code < 400 and str(exc.reason).startswith(urllib.request.HTTPRedirectHandler.inf_msg):
+        return f"HTTP {exc.code}: too many redirects (or a redirect loop)"
+    return f"HTTP {exc.code} {_quoted(str(exc.reason))}"
+
+
+def _why(exc: BaseException) -> str:
+    """Why a request or a read failed, in a few words of one line."""
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
+    if isinstance(exc, http.client.BadStatusLine):
+        return f"the answer is not HTTP: it starts {_quoted(str(exc), 40)!r}"
+    if isinstance(exc, http.client.IncompleteRead):
+        return "the answer broke off, or its chunked encoding is damaged"
+    if isinstance(exc, urllib.error.URLError):
+        return _quoted(str(exc.reason))
+    return _quoted(str(exc))
 
 
 def _content_range(sent: str) -> tuple[int | None, int | None]:

@@ -150,3 +150,61 @@ def test_content_range_values_parse_back():
     check()
     for bad in ("", "bytes 5-", "bytes 5-9", "bytes=5-9/10", "items 5-9/10", "bytes -5-9/10", "bytes 5-9/10 x", "bytes */10"):
         assert _content_range(bad) == (None, None), bad
+
+
+# What misbehaving servers (or a captive portal, a broken proxy, a port that speaks another protocol)
+# answer: each is a download fault (exit 14, try again later), told in one short line, the state kept.
+MISBEHAVING = {
+    "not HTTP": (b"SSH-2.0-OpenSSH_9.2\r\n", "the answer is not HTTP: it starts 'SSH-2.0-OpenSSH_9.2'"),
+    "a redirect loop": (b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n",
+                        "HTTP 302: too many redirects"),
+    "too many headers": (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n",
+                         "got more than 100 headers"),
+    "a 70 KB header line": (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", "header line"),
+    "a broken chunked body": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n", "chunked encoding"),
+    "a 60 KB reason phrase": (b"HTTP/1.1 403 " + b"\x1b[2J" + b"denied " * 9000 + b"\r\nContent-Length: 0\r\n\r\n",
+                              "HTTP 403 \x1b[2Jdenied denied"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(MISBEHAVING))
+def test_a_misbehaving_server_is_a_download_error_in_one_short_line(tmp_path, artifacts, monkeypatch, capsys, what):
+    import socket
+
+    from edge.device import source
+    from tests.device.helpers import run_edge
+
+    reply, needle = MISBEHAVING[what]
+    monkeypatch.setattr(source, "RETRIES", 0)
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    cfg = os.path.join(d, "device.yaml")
+    state = open(load_config(cfg).state_file).read()
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with conn:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(reply)
+                except OSError:
+                    pass
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        code = run_edge("--config", cfg, "install", f"http://127.0.0.1:{listener.getsockname()[1]}/b.edgeb")
+    finally:
+        listener.close()
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert code == 14, err
+    assert len(lines) == 1 and len(lines[0]) < 250, lines
+    assert needle.replace("\x1b", "\\x1b") in lines[0], lines[0]
+    assert "\x1b" not in err and "\r" not in err
+    assert open(load_config(cfg).state_file).read() == state
