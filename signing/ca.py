@@ -132,6 +132,8 @@ class CertificateAuthority:
             doc = json.loads(read_small_file(index_path, "CA index").decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise CertificateAuthorityError(f"{index_path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise CertificateAuthorityError(f"{index_path}: not valid JSON (nested too deeply)") from None
         if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
             raise CertificateAuthorityError(f"{index_path}: not an Edge CA index (format {INDEX_FORMAT})")
         crl_number = doc.get("crl_number")

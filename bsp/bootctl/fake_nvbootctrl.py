@@ -67,6 +67,8 @@ class NvState:
                         slots=[SlotInfo(int(s["retry_count"]), str(s["status"])) for s in obj["slots"]])
         except (ValueError, KeyError, TypeError) as exc:
             raise BootControlError(f"{path}: not a fake nvbootctrl state file: {exc}") from None
+        except RecursionError:
+            raise BootControlError(f"{path}: not a fake nvbootctrl state file: nested too deeply") from None
         if len(state.slots) != 2 or state.current not in (0, 1) or state.active not in (0, 1) \
                 or any(s.status not in ("normal", "unbootable") for s in state.slots):
             raise BootControlError(f"{path}: inconsistent fake nvbootctrl state")

@@ -90,12 +90,17 @@ class Document:
             raise self._error(f"{self.name}:{line}: invalid YAML: {exc.problem or exc.context}") from None
         except yaml.YAMLError as exc:
             raise self._error(f"{self.name}: invalid YAML: {exc}") from None
+        except RecursionError:  # PyYAML composes nested collections recursively
+            raise self._error(f"{self.name}: invalid YAML: lists or maps nested too deeply") from None
         finally:
             loader.dispose()
         if composed is None:
             raise self._error(f"{self.name}:1: the file is empty")
         self._budget = MAX_NODES
-        return self._convert(composed, yaml.constructor.SafeConstructor())
+        try:
+            return self._convert(composed, yaml.constructor.SafeConstructor())
+        except RecursionError:
+            raise self._error(f"{self.name}: invalid YAML: lists or maps nested too deeply") from None
 
     def _convert(self, node: yaml.Node, constructor: yaml.constructor.SafeConstructor) -> Node:
         self._budget -= 1

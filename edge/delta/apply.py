@@ -285,7 +285,7 @@ def _load_state(path: str) -> dict | None:
         with open(path) as fh:
             state = json.load(fh)
         return state if isinstance(state, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

@@ -78,17 +78,29 @@ class Sim:
             return cls(d, data["board"], data["backend"], data.get("power", "on"), int(data.get("boots", 0)))
         except FileNotFoundError:
             raise DeviceError(f"{d}: not a virtual board (no sim.json); create one with 'edge sim create'") from None
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise DeviceError(f"{d}/sim.json is damaged ({exc})") from None
+        except RecursionError:
+            raise DeviceError(f"{d}/sim.json is damaged (nested too deeply)") from None
 
 
 def _image_metadata(image: str) -> dict[str, Any]:
+    """The version and security_version of IMAGE from the JSON file beside it (V1.json or V1.sqfs.json),
+    if there is a readable one."""
     for candidate in (os.path.splitext(image)[0] + ".json", image + ".json"):
         try:
             with open(candidate) as fh:
-                return json.load(fh)
-        except (OSError, ValueError):
+                meta = json.load(fh)
+        except (OSError, ValueError, RecursionError):
             continue
+        if not isinstance(meta, dict):
+            continue
+        security = meta.get("security_version")
+        if security is not None and (type(security) is not int or security < 0):
+            raise DeviceError(f"{candidate}: security_version must be a whole number >= 0, not {security!r}")
+        if not isinstance(meta.get("version", ""), str):
+            raise DeviceError(f"{candidate}: version must be a string, not {meta['version']!r}")
+        return meta
     return {}
 
 
@@ -120,6 +132,7 @@ def create(directory: str, board: str, image: str, *, keyring: str | None = None
             pass
     except SquashfsError as exc:
         raise DeviceError(f"{image}: not an image to boot ({exc})") from None
+    meta = _image_metadata(image)
     size = os.path.getsize(image)
     capacity = _parse_size(slot_size, max(4 * size, 64 << 20))
     if capacity < size:
@@ -149,7 +162,6 @@ def create(directory: str, board: str, image: str, *, keyring: str | None = None
 
     (d / "device.yaml").write_text("# A virtual board made by 'edge sim create'; paths are relative to this file.\n"
                                    + yaml.safe_dump(config, sort_keys=False))
-    meta = _image_metadata(image)
     cfg = load_config(str(d / "device.yaml"))
     state = DeviceState(committed="A", security_floor=int(meta.get("security_version") or 0))
     state.slots["A"] = SlotRecord(status="good", version=meta.get("version", "unknown"), sha256=hash_slot(image, size),

@@ -92,6 +92,9 @@ def load_state(path: str) -> DeviceState:
         return DeviceState()
     except (OSError, ValueError) as exc:
         raise StateError(f"{path}: the device state is unreadable ({exc}); move it away to start afresh") from None
+    except RecursionError:
+        raise StateError(f"{path}: the device state is unreadable (nested too deeply); move it away to start "
+                         f"afresh") from None
     try:
         if raw.get("format") != FORMAT:
             raise StateError(f"{path}: state format {raw.get('format')!r} is not supported (expected {FORMAT})")
