@@ -10,6 +10,7 @@ from edge.build.recipe import load_recipe
 from edge.progress import Progress, human_bytes
 
 from .output import print_json
+from .units import parse_processors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not check that the image's /bin/sh, init and image config match the board's CPU")
     p.add_argument("--work-dir", metavar="DIR",
                    help="where to spool decompressed layers during the build (default: the system temporary directory)")
-    p.add_argument("--processors", type=int, default=0, metavar="N", help="compression threads (default: one per CPU)")
+    p.add_argument("--processors", type=parse_processors, default=0, metavar="N", help="compression threads (default: one per CPU)")
     p.add_argument("--json", action="store_true", help="print the result (with each board's metadata) as JSON")
     p.set_defaults(func=cmd_build)
 

@@ -15,7 +15,7 @@ from edge.progress import Progress, human_bytes
 from edge.squashfs.compressors import LZO1X_999, describe
 
 from .output import print_json, print_table
-from .units import check_rebuild_rate, parse_rate, parse_size
+from .units import check_rebuild_rate, parse_processors, parse_rate, parse_size, parse_zstd_level
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the image the devices run now (any file; squashfs images get squashfs-aware ops)")
     m.add_argument("new", metavar="NEW", help="the image they should run after the update")
     m.add_argument("-o", "--output", required=True, metavar="PATCH", help="delta file to write")
-    m.add_argument("--level", type=int, default=19, help="zstd level of the patches (default: 19)")
+    m.add_argument("--level", type=parse_zstd_level, default=19, help="zstd level of the patches (default: 19)")
     m.add_argument("--generic", action="store_true", help="ignore squashfs structure (for comparison)")
-    m.add_argument("--processors", type=int, default=0, metavar="N", help="worker threads (default: one per CPU)")
+    m.add_argument("--processors", type=parse_processors, default=0, metavar="N", help="worker threads (default: one per CPU)")
     m.add_argument("--link-speed", type=parse_rate, metavar="RATE",
                    help="the devices' download speed in bytes/s (e.g. 1M, 12.5M, 500k). With it, changed blocks "
                         "whose recompression on the device would take longer than downloading them are sent "
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("-o", "--output", required=True, metavar="TARGET", help="file or block device to write")
     a.add_argument("--state", metavar="FILE", help="checkpoint file (default: TARGET.edge-apply, or under "
                                                    "/var/lib/edge for block devices)")
-    a.add_argument("--processors", type=int, default=0, metavar="N", help="recompression threads")
+    a.add_argument("--processors", type=parse_processors, default=0, metavar="N", help="recompression threads")
     a.add_argument("--checkpoint-every", type=parse_size, default="16M", metavar="SIZE",
                    help="write a resume checkpoint after this many target bytes (default: 16M)")
     a.add_argument("--json", action="store_true", help="print the result as JSON")

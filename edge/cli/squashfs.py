@@ -17,6 +17,7 @@ from edge.squashfs.extract import extract, long_line
 from edge.squashfs.walker import file_ids
 
 from .output import print_json, print_table
+from .units import parse_processors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--no-exports", action="store_true", help="omit the NFS export table")
     c.add_argument("--mtime", type=int, metavar="EPOCH",
                    help="clamp every timestamp to EPOCH and use it as the image time (default: $SOURCE_DATE_EPOCH)")
-    c.add_argument("--processors", type=int, default=0, metavar="N", help="compression threads (default: one per CPU)")
+    c.add_argument("--processors", type=parse_processors, default=0, metavar="N", help="compression threads (default: one per CPU)")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     c.set_defaults(func=cmd_create)
 

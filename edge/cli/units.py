@@ -28,6 +28,31 @@ def check_rebuild_rate(args: argparse.Namespace) -> None:
         raise UsageError("--rebuild-rate only matters with --link-speed")
 
 
+MAX_PROCESSORS = 1024
+
+
+def parse_processors(text: str) -> int:
+    """--processors: a thread count, 0 for one per CPU."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0: one per CPU)") from None
+    if not 0 <= value <= MAX_PROCESSORS:
+        raise argparse.ArgumentTypeError(f"{text}: give 0 (one per CPU) up to {MAX_PROCESSORS}")
+    return value
+
+
+def parse_zstd_level(text: str) -> int:
+    """A zstd compression level, 1 to 22."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 22:
+        raise argparse.ArgumentTypeError(f"zstd level {text} is out of range 1..22")
+    return value
+
+
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 

@@ -105,11 +105,17 @@ def _image_metadata(image: str) -> dict[str, Any]:
 
 
 def _parse_size(text: str | int | None, default: int) -> int:
-    from edge.squashfs import parse_block_size
+    from edge.squashfs import SquashfsError, parse_block_size
 
     if text is None:
         return default
-    return text if isinstance(text, int) else parse_block_size(str(text))
+    try:
+        size = text if isinstance(text, int) else parse_block_size(str(text))
+    except SquashfsError:
+        raise DeviceError(f"--slot-size {text!r} is not a size (e.g. 256M, 2G)") from None
+    if size >= 1 << 63:
+        raise DeviceError(f"--slot-size {text}: larger than any file can be")
+    return size
 
 
 def create(directory: str, board: str, image: str, *, keyring: str | None = None, backend: str | None = None,

@@ -87,13 +87,11 @@ class WriteResult:
 
 
 def parse_block_size(text: str) -> int:
-    """'128K', '1M', '65536' -> bytes."""
+    """'128K', '1M', '2G', '65536' -> bytes (binary units; callers check the range)."""
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     mult = 1
-    if t.endswith("K"):
-        mult, t = 1024, t[:-1]
-    elif t.endswith("M"):
-        mult, t = 1024 * 1024, t[:-1]
+    if t[-1:] in ("K", "M", "G"):
+        mult, t = 1024 ** ("KMG".index(t[-1]) + 1), t[:-1]
     try:
         return int(t) * mult
     except ValueError:
