@@ -196,3 +196,18 @@ def test_one_line_leaves_no_line_break_and_no_control_character(text):
     assert not any(unicodedata.category(c) == "Cc" for c in shown)
     if not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text):
         assert shown == text  # plain text is left as it is
+
+
+@pytest.mark.parametrize("args", [["squashfs", "info", "--json"], ["squashfs", "ls"], ["delta", "info", "--json"]])
+def test_a_full_stdout_is_one_error_line(inputs, args):
+    """stdout on a full disk (/dev/full): exit 3 and one line, also with --json, whose error object
+    cannot be written either (that ended in two tracebacks)."""
+    import subprocess
+    import sys
+
+    target = inputs["delta"] if args[0] == "delta" else inputs["new"]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "edge", *args, str(target)], stdout=full,
+                                stderr=subprocess.PIPE, text=True, env=dict(os.environ, EDGE_NO_PROGRESS="1"))
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines() == ["edge: error: standard output: No space left on device"], result.stderr

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import Any
 
 from edge import __version__
 from edge.errors import EdgeError
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     command = _command_of(argv)
     parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
+    stdout = sys.stdout
+    sys.stdout = _NamedStdout(stdout)  # type: ignore[assignment]
     try:
         return int(args.func(args) or 0)
     except EdgeError as exc:
@@ -115,6 +118,33 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(args, f"{type(exc).__name__}: {exc} (set EDGE_DEBUG=1 for a traceback)", EXIT_INTERNAL,
                      "InternalError", prefix="internal error")
+    finally:
+        sys.stdout = stdout
+
+
+class _NamedStdout:
+    """sys.stdout whose write errors name it: stdout on a full disk reads "standard output: No space
+    left on device", not a bare "No space left on device"."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            exc.filename = exc.filename or "standard output"
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            exc.filename = exc.filename or "standard output"
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _fail(args: argparse.Namespace, message: str, code: int, kind: str, prefix: str = "error") -> int:
@@ -126,9 +156,20 @@ def _fail(args: argparse.Namespace, message: str, code: int, kind: str, prefix: 
 
         try:
             print(json.dumps({"error": {"message": message, "exit_code": code, "type": kind}}), flush=True)
-        except BrokenPipeError:
-            pass
+        except OSError:  # stdout is closed or full (the error may be that): stderr has said it
+            _drop_stdout()
     return code
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what could not be written does not
+    print a traceback of its own."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
