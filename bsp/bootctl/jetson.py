@@ -69,7 +69,7 @@ class JetsonBackend(BootControl):
         argv = [*self.command, "-t", "rootfs", *args]
         env = {**os.environ, **self.extra_env} if self.extra_env else None
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+            proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", env=env, timeout=60)
         except FileNotFoundError:
             raise BootControlError(f"{self.command[0]}: not found (nvbootctrl is part of L4T's nvidia-l4t-tools)") from None
         except subprocess.TimeoutExpired:

@@ -143,3 +143,13 @@ def test_tool_failures_are_typed(tmp_path):
         backend.primary_slot()
     with pytest.raises(BootControlError, match="unexpected output"):
         parse_dump_slots_info("Current rootfs slot: A\n")
+
+
+def test_tool_output_that_is_not_utf8_is_an_error_message_not_a_crash():
+    """A vendor tool printing bytes that are not UTF-8 ended in UnicodeDecodeError (exit 70)."""
+    backend = make_backend("jetson", {"nvbootctrl": ["sh", "-c", "printf 'bad \\377 slot\\n' >&2; exit 3", "nvbootctrl"]})
+    with pytest.raises(BootControlError, match="failed \\(exit 3\\): bad \ufffd slot"):
+        backend.booted_slot()
+    backend = make_backend("jetson", {"nvbootctrl": ["sh", "-c", "printf '\\377'", "nvbootctrl"]})
+    with pytest.raises(BootControlError, match="unexpected output '\ufffd'"):
+        backend.booted_slot()
