@@ -96,21 +96,88 @@ def load_state(path: str) -> DeviceState:
         raise StateError(f"{path}: the device state is unreadable (nested too deeply); move it away to start "
                          f"afresh") from None
     try:
+        if not isinstance(raw, dict):
+            raise _Malformed(f"a JSON {type(raw).__name__}, not an object")
         if raw.get("format") != FORMAT:
             raise StateError(f"{path}: state format {raw.get('format')!r} is not supported (expected {FORMAT})")
-        op = raw.get("operation")
-        return DeviceState(
-            security_floor=int(raw.get("security_floor", 0)),
-            committed=raw.get("committed"),
-            slots={k: SlotRecord(**v) for k, v in raw["slots"].items()},
-            operation=Operation(**op) if op else None,
-            last_error=raw.get("last_error"),
-            history=list(raw.get("history", [])),
-        )
-    except StateError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return _state_from(raw)
+    except _Malformed as exc:
         raise StateError(f"{path}: the device state is malformed ({exc}); move it away to start afresh") from None
+
+
+class _Malformed(Exception):
+    pass
+
+
+_SLOTS = ("A", "B")
+_STEPS = ("writing", "verified", "installed")
+_OPTIONAL = object()  # a field that may be null
+_KIND_NAMES = {dict: "an object", list: "a list", str: "a string", int: "a whole number"}
+
+
+def _field(obj: dict[str, Any], name: str, where: str, kind: type | tuple[Any, ...], default: Any = None,
+           choices: tuple[str, ...] = ()) -> Any:
+    """obj[name] if it has the kind (and is one of ``choices``), else _Malformed naming it."""
+    value = obj.get(name, default)
+    if value is None and _OPTIONAL in (kind if isinstance(kind, tuple) else (kind,)):
+        return None
+    kinds = tuple(k for k in (kind if isinstance(kind, tuple) else (kind,)) if k is not _OPTIONAL)
+    if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+        raise _Malformed(f"{where}{name}: {value!r} is not {' or '.join(_KIND_NAMES[k] for k in kinds)}")
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        raise _Malformed(f"{where}{name}: {value} is negative")
+    if choices and value not in choices:
+        raise _Malformed(f"{where}{name}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _only(obj: dict[str, Any], fields: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(obj) - set(fields))
+    if unknown:
+        raise _Malformed(f"{where}{unknown[0]}: unknown field")
+
+
+def _state_from(raw: dict[str, Any]) -> DeviceState:
+    """A DeviceState from the parsed file, every field's type and range checked (a hand-edited or
+    damaged file fails here, naming the field, rather than deep inside a command)."""
+    opt_str, opt_int = (str, _OPTIONAL), (int, _OPTIONAL)
+    slots_raw = _field(raw, "slots", "", dict)
+    if sorted(slots_raw) != list(_SLOTS):
+        raise _Malformed(f"slots: {sorted(slots_raw)} are not the slots A and B")
+    slots = {}
+    for name in _SLOTS:
+        rec, where = _field(slots_raw, name, "slots.", dict), f"slots.{name}."
+        _only(rec, tuple(SlotRecord.__dataclass_fields__), where)
+        slots[name] = SlotRecord(status=_field(rec, "status", where, str, "empty", SLOT_STATUSES),
+                                 version=_field(rec, "version", where, opt_str),
+                                 sha256=_field(rec, "sha256", where, opt_str),
+                                 size=_field(rec, "size", where, opt_int),
+                                 security_version=_field(rec, "security_version", where, opt_int),
+                                 updated=_field(rec, "updated", where, opt_int))
+    operation = None
+    op = _field(raw, "operation", "", (dict, _OPTIONAL))
+    if op is not None:
+        where = "operation."
+        _only(op, tuple(Operation.__dataclass_fields__), where)
+        operation = Operation(kind=_field(op, "kind", where, str), slot=_field(op, "slot", where, str, None, _SLOTS),
+                              bundle=_field(op, "bundle", where, str),
+                              manifest_sha256=_field(op, "manifest_sha256", where, str),
+                              version=_field(op, "version", where, str),
+                              security_version=_field(op, "security_version", where, int),
+                              payload_type=_field(op, "payload_type", where, str),
+                              target_sha256=_field(op, "target_sha256", where, opt_str),
+                              target_size=_field(op, "target_size", where, int),
+                              step=_field(op, "step", where, str, "writing", _STEPS),
+                              started=_field(op, "started", where, int, 0),
+                              checkpoint=op.get("checkpoint"))  # any value: a resume checks it, and ignores a bad one
+    history = _field(raw, "history", "", list, [])
+    if not all(isinstance(h, dict) for h in history):
+        raise _Malformed("history: an entry is not an object")
+    return DeviceState(security_floor=_field(raw, "security_floor", "", int, 0),
+                       committed=_field(raw, "committed", "", (str, _OPTIONAL), None, _SLOTS),
+                       slots=slots, operation=operation,
+                       last_error=_field(raw, "last_error", "", (dict, _OPTIONAL)),
+                       history=list(history))
 
 
 def save_state(path: str, state: DeviceState) -> None:
