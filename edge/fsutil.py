@@ -24,6 +24,7 @@ Each pattern in one place:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -204,6 +205,9 @@ def check_output_path(path: str | os.PathLike[str], inputs: Mapping[str, str | N
                              f"another output path (nothing was written)")
 
 
+_OUT_OF_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], mode: int = 0o644, prefix: str = ".edge-",
                   sync: bool = True, exclusive: bool = False) -> Iterator[BinaryIO]:
@@ -227,7 +231,9 @@ def atomic_output(path: str | os.PathLike[str], mode: int = 0o644, prefix: str =
             os.unlink(tmp)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno in _OUT_OF_ROOM:
+            exc.filename = path  # a write ran out of room: say where ("No space left on device" alone did not)
         raise

@@ -385,6 +385,7 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
             raise SourceMismatchError(
                 f"{source} is not the image this delta was made from (sha256 {seen}, expected "
                 f"{wanted}): wrong base version or a corrupted slot")
+        created = not os.path.lexists(target)
         tfd = open_target(target, DeltaError)  # locked: a second apply or install is refused; never a mounted one
         try:
             job = _Job(header, did, opener, name, ops_start, sfd, tfd, target, state_path, codec, source_codec,
@@ -402,6 +403,10 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
                     raise DeltaError(f"{name}: resuming from the checkpoint in {state_path} did not give this delta's "
                                      f"image ({exc}); the checkpoint is removed: run the apply again") from None
                 return _run(job, resume=False)
+        except BaseException:
+            if created and os.fstat(tfd).st_size == 0 and not os.path.exists(state_path):
+                remove_if_present(target)  # refused before writing (no room, another image): leave no empty file
+            raise
         finally:
             os.close(tfd)
     finally:

@@ -233,7 +233,11 @@ def test_a_target_filesystem_without_room_is_refused_before_writing(tmp_path, pa
     try:
         with pytest.raises(DeltaError, match=f"the image needs {size} bytes and its filesystem has room for"):
             apply_delta(old, delta, str(small / "t.img"), state_path=str(tmp_path / "state"))
-        assert os.path.getsize(small / "t.img") == 0
+        assert os.listdir(small) == []  # the empty target it had created is not left behind
+        (small / "t.img").write_bytes(b"mine")  # a target that was there before stays as it was
+        with pytest.raises(DeltaError, match="its filesystem has room for"):
+            apply_delta(old, delta, str(small / "t.img"), state_path=str(tmp_path / "state"))
+        assert (small / "t.img").read_bytes() == b"mine"
     finally:
         subprocess.run(["umount", str(small)], check=True)
 
