@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bsp.bootctl import BACKENDS
 from bsp.bootctl.sim import prepare_board, simulate_boot, simulate_power_loss, simulate_reboot_command
 from edge.fsutil import replace_file
 
@@ -75,7 +76,16 @@ class Sim:
         d = Path(directory)
         try:
             data = json.loads((d / "sim.json").read_text())
-            return cls(d, data["board"], data["backend"], data.get("power", "on"), int(data.get("boots", 0)))
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+            sim = cls(d, data["board"], data["backend"], data.get("power", "on"), data.get("boots", 0))
+            for name, ok in (("board", isinstance(sim.board, str)),
+                             ("backend", isinstance(sim.backend, str) and sim.backend in BACKENDS),
+                             ("power", sim.power in ("on", "off")),
+                             ("boots", type(sim.boots) is int and sim.boots >= 0)):
+                if not ok:
+                    raise ValueError(f"{name}: {getattr(sim, name)!r} is not valid")
+            return sim
         except FileNotFoundError:
             raise DeviceError(f"{d}: not a virtual board (no sim.json); create one with 'edge sim create'") from None
         except (ValueError, KeyError, TypeError) as exc:

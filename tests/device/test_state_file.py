@@ -82,3 +82,24 @@ def test_any_value_anywhere_loads_or_is_a_state_error(board, where, value):
     assert type(state.security_floor) is int and state.committed in (None, "A", "B")
     assert sorted(state.slots) == ["A", "B"] and all(isinstance(r.status, str) for r in state.slots.values())
     assert isinstance(state.history, list)
+
+
+@pytest.mark.parametrize("change, needle", [({"boots": 1e400}, "boots: inf is not valid"),
+                                            ({"backend": ["grub"]}, "backend: ['grub'] is not valid"),
+                                            ({"power": "maybe"}, "power: 'maybe' is not valid"),
+                                            ({"board": 5}, "board: 5 is not valid"),
+                                            ([], "a JSON list, not an object")])
+def test_a_damaged_simulator_file_is_refused(board, capsys, change, needle):
+    """The virtual board's sim.json: 1e400 boots or a list for the backend ended 'edge sim reboot' and
+    'power-cut' in an internal error (exit 70)."""
+    cfg, _ = board
+    d = os.path.dirname(cfg.path)
+    sim_file = os.path.join(d, "sim.json")
+    good = json.load(open(sim_file))
+    with open(sim_file, "w") as fh:
+        json.dump({**good, **change} if isinstance(change, dict) else change, fh)
+    for action in ("reboot", "power-cut"):
+        capsys.readouterr()
+        assert run_edge("sim", action, d) == 11
+        lines = capsys.readouterr().err.splitlines()
+        assert lines == [f"edge: error: {d}/sim.json is damaged ({needle})"], lines
