@@ -103,18 +103,21 @@ def test_a_deep_ca_index(tmp_path):
     _one_error_line(result, 7, "index.json", "nested too deeply")
 
 
-def test_a_deep_fake_nvbootctrl_state(tmp_path):
+@pytest.mark.parametrize("content, needle", [
+    (DEEP_JSON, "nested too deeply"),
+    ('{"max_retry": 1e400, "current": 0, "active": 0, "slots": []}', "cannot convert float infinity to integer")])
+def test_a_damaged_fake_nvbootctrl_state(tmp_path, content, needle):
     import subprocess
 
     from bsp.bootctl import fake_nvbootctrl as nv
 
     state = tmp_path / "nv.json"
-    state.write_text(DEEP_JSON)
+    state.write_text(content)
     proc = subprocess.run([sys.executable, "-m", "bsp.bootctl.fake_nvbootctrl", "-t", "rootfs",
                            "get-current-slot"],
                           capture_output=True, text=True, env={**os.environ, nv.STATE_ENV: str(state)})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "nested too deeply" in proc.stderr
+    assert proc.stderr == f"{state}: not a fake nvbootctrl state file: {needle}\n"
 
 
 def test_a_deep_delta_checkpoint_is_ignored(tmp_path):

@@ -65,7 +65,7 @@ class NvState:
             obj = json.loads(raw)
             state = cls(max_retry=int(obj["max_retry"]), current=int(obj["current"]), active=int(obj["active"]),
                         slots=[SlotInfo(int(s["retry_count"]), str(s["status"])) for s in obj["slots"]])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
             raise BootControlError(f"{path}: not a fake nvbootctrl state file: {exc}") from None
         except RecursionError:
             raise BootControlError(f"{path}: not a fake nvbootctrl state file: nested too deeply") from None
