@@ -45,7 +45,7 @@ import zstandard
 from edge.errors import InputFileError, UsageError, short_digests
 from edge.fsutil import (HEAD_HELD_BACK, HeldBackWriter, ShortFileError, check_output_path, remove_if_present,
                          replace_file, saved_head, sha256_prefix)
-from edge.locking import open_target
+from edge.locking import check_target_kind, open_target
 from edge.memory import return_large_buffers_promptly
 from edge.storage import directory_on, missing_device, overlap
 from edge.squashfs.compressors import IMPLS, LZO1X_999, Codec, CodecError, available_impls
@@ -347,6 +347,7 @@ def _apply(source: str, delta: str | DeltaOpener, opener: DeltaOpener, target: s
     started = time.monotonic()
     return_large_buffers_promptly()  # peak memory follows the live buffers (bounded per op), not heap high-water
     name = _name(delta)
+    check_target_kind(target, DeltaError)  # (before the checks that compare it with other files)
     state_path = state_path or default_state_path(target)
     _check_state_path(state_path, source, delta, target)
     if os.path.exists(target) and os.path.exists(source) and overlap(source, target):

@@ -30,7 +30,7 @@ from bsp.bootctl import BootControl, make_backend
 from bsp.bootctl.base import other_slot
 from edge.errors import EdgeError, short_digests
 from edge.fsutil import HEAD_HELD_BACK, HeldBackWriter, ShortFileError, remove_if_present, saved_head
-from edge.locking import device_lock
+from edge.locking import check_target_kind, device_lock
 
 from .config import DeviceConfig
 from .errors import DeviceError
@@ -128,6 +128,7 @@ class Installer:
         target_path, booted_path = cfg.slots[target], cfg.slots[booted]
         if same_device(target_path, booted_path):
             raise DeviceError(f"slots {booted} and {target} are the same device {target_path}")
+        check_target_kind(target_path, DeviceError)  # before reading it: a FIFO would block the install
         check_slot_holds_none_of(target, target_path, cfg.state_file, None if is_url(source) else source)
 
         from edge.bundle import open_bundle

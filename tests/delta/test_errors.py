@@ -175,6 +175,26 @@ def test_missing_inputs_are_input_errors(tmp_path, pair):
         assert r.returncode == 3 and r.stderr.strip() == f"edge: error: {missing}: No such file or directory", (args, r.stderr)
 
 
+@pytest.mark.parametrize("kind", ["a directory", "a character device", "a FIFO", "a link to a character device"])
+def test_a_target_that_is_not_a_file_or_block_device_is_refused(tmp_path, pair, kind):
+    """-o /dev/null or a FIFO ended in 'edge: error: Invalid argument' (fsync of the first checkpoint)
+    and -o DIR in a message about --state; each is now named for what it is, exit 10, nothing made."""
+    from tests.conftest import run_edge
+
+    old, _, delta, _ = pair
+    target = {"a directory": str(tmp_path / "dir"), "a character device": "/dev/null",
+              "a FIFO": str(tmp_path / "fifo"), "a link to a character device": str(tmp_path / "link")}[kind]
+    (tmp_path / "dir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink("/dev/null", tmp_path / "link")
+    before = sorted(os.listdir(tmp_path))
+    r = run_edge("delta", "apply", old, delta, "-o", target, check=False)
+    shown = kind.replace("a link to ", "")
+    assert r.returncode == 10 and r.stderr == (f"edge: error: {target} is {shown}: an image is written to a regular "
+                                               f"file or a block device (nothing was written)\n"), r.stderr
+    assert sorted(os.listdir(tmp_path)) == before and os.listdir(tmp_path / "dir") == []
+
+
 @pytest.fixture(scope="module")
 def target_referencing_pair(tmp_path_factory):
     """(old file, new file, delta path, delta bytes): a generic format-3 delta in which new content

@@ -92,3 +92,25 @@ def test_install_refuses_a_slot_with_a_mounted_filesystem(tmp_path, artifacts, b
     assert ext4_is_clean(slot_b)
     result = Installer(load_config(os.path.join(d, "device.yaml"))).install(path)  # unmounted: installs
     assert result.slot == "B"
+
+
+@pytest.mark.parametrize("slot", ["fifo", "/dev/null", "dir"])
+def test_install_refuses_a_slot_that_is_not_a_file_or_block_device(tmp_path, artifacts, slot):
+    """A slot configured as a FIFO made the install block for ever, reading it to see whether it
+    already held the image; /dev/null or a directory got errors that did not say what was wrong."""
+    d = _board(tmp_path, artifacts)
+    path = {"fifo": str(tmp_path / "fifo"), "/dev/null": "/dev/null", "dir": str(tmp_path / "dir")}[slot]
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    cfg_path = os.path.join(d, "device.yaml")
+    text = open(cfg_path).read()
+    assert "  B: slots/B.img\n" in text
+    open(cfg_path, "w").write(text.replace("  B: slots/B.img\n", f"  B: {path}\n"))
+    state_file = load_config(cfg_path).state_file
+    state_before = open(state_file, "rb").read()
+    cli = subprocess.run([sys.executable, "-m", "edge", "--config", cfg_path, "install",
+                          artifacts["bundles"][("x86-64-efi", "v2")]], capture_output=True, text=True, timeout=120)
+    kind = {"fifo": "a FIFO", "/dev/null": "a character device", "dir": "a directory"}[slot]
+    assert cli.returncode == 11 and cli.stderr == (f"edge: error: {path} is {kind}: an image is written to a regular "
+                                                   f"file or a block device (nothing was written)\n"), cli.stderr
+    assert open(state_file, "rb").read() == state_before
