@@ -130,15 +130,15 @@ class _NamedStdout:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except OSError as exc:
-            exc.filename = exc.filename or "standard output"
-            raise
+        return self._named(self._stream.write, text)
 
     def flush(self) -> None:
+        self._named(self._stream.flush)
+
+    @staticmethod
+    def _named(call: Any, *args: Any) -> Any:
         try:
-            self._stream.flush()
+            return call(*args)
         except OSError as exc:
             exc.filename = exc.filename or "standard output"
             raise

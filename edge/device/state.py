@@ -118,10 +118,13 @@ _KIND_NAMES = {dict: "an object", list: "a list", str: "a string", int: "a whole
 def _field(obj: dict[str, Any], name: str, where: str, kind: type | tuple[Any, ...], default: Any = None,
            choices: tuple[str, ...] = ()) -> Any:
     """obj[name] if it has the kind (and is one of ``choices``), else _Malformed naming it."""
+    allowed = kind if isinstance(kind, tuple) else (kind,)
     value = obj.get(name, default)
-    if value is None and _OPTIONAL in (kind if isinstance(kind, tuple) else (kind,)):
+    if value is None and _OPTIONAL in allowed:
         return None
-    kinds = tuple(k for k in (kind if isinstance(kind, tuple) else (kind,)) if k is not _OPTIONAL)
+    if name not in obj and default is None:
+        raise _Malformed(f"{where}{name}: missing")
+    kinds = tuple(k for k in allowed if k is not _OPTIONAL)
     if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
         raise _Malformed(f"{where}{name}: {value!r} is not {' or '.join(_KIND_NAMES[k] for k in kinds)}")
     if isinstance(value, int) and not isinstance(value, bool) and value < 0:

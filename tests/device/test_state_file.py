@@ -25,7 +25,7 @@ MALFORMED = {
     "an unknown status": ({"slots": {"A": {"status": "fine"}, "B": {}}}, "slots.A.status: 'fine' is not one of"),
     "a slot field": ({"slots": {"A": {"colour": "red"}, "B": {}}}, "slots.A.colour: unknown field"),
     "an operation that is a number": ({"operation": 5}, "operation: 5 is not an object"),
-    "an operation without fields": ({"operation": {}}, "operation.kind: None is not a string"),
+    "an operation without fields": ({"operation": {}}, "operation.kind: missing"),
     "history": ({"history": {"a": 1}}, "history: {'a': 1} is not a list"),
     "a JSON list": ([], "a JSON list, not an object"),
 }
