@@ -7,16 +7,22 @@ Layout of a CA directory (created mode 0700)::
     index.json   every certificate issued, which are revoked, the last CRL number
 
 The index is what a CRL is built from; it is rewritten atomically after each
-change.  A CA directory is meant for one operator at a time (no locking).
+change.  Changes are serialised by a lock on ``.index.lock``: each one re-reads
+the index under the lock, so two ``edge keys`` commands at once neither lose a
+record (a revocation) nor give two CRLs the same number.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 import os
 import re
+import time
 from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from typing import Any
 
 from cryptography import x509
@@ -40,6 +46,8 @@ from .keys import DEFAULT_KEY_TYPE, PrivateKey, generate_private_key, same_publi
 ROOT_CERT = "root.crt"
 ROOT_KEY = "root.key"
 INDEX = "index.json"
+INDEX_LOCK = ".index.lock"
+LOCK_WAIT = 30.0  # seconds another command may hold the CA before this one gives up
 DEFAULT_CA_NAME = "Edge Root CA"
 CRL_DAYS = 90
 INDEX_FORMAT = 1
@@ -153,6 +161,28 @@ class CertificateAuthority:
             issued.append(item)
         return issued, crl_number
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the CA's lock, with the index as it is now on disk, while the caller changes and saves it."""
+        from edge.locking import BusyError
+
+        fd = os.open(os.path.join(self.directory, INDEX_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise BusyError(f"{self.directory}: another 'edge keys' command has held the CA for "
+                                        f"{LOCK_WAIT:g} s; nothing was changed: run this again when it has ended") from None
+                    time.sleep(0.05)
+            self.issued, self.crl_number = self._load_index(os.path.join(self.directory, INDEX))
+            yield
+        finally:
+            os.close(fd)
+
     def _save(self) -> None:
         doc: dict[str, Any] = {
             "format": INDEX_FORMAT,
@@ -179,11 +209,12 @@ class CertificateAuthority:
         key = generate_private_key(key_type)
         cert = build_certificate(key.public_key(), name, issuer_cert=self.certificate, issuer_key=self._key,
                                  not_before=start, days=days)
-        self.issued.append(IssuedCertificate(
-            serial=f"{cert.serial_number:x}", name=name, key_type=key_type,
-            not_before=_format_time(cert.not_valid_before_utc), not_after=_format_time(cert.not_valid_after_utc),
-        ))
-        self._save()
+        with self._changing():
+            self.issued.append(IssuedCertificate(
+                serial=f"{cert.serial_number:x}", name=name, key_type=key_type,
+                not_before=_format_time(cert.not_valid_before_utc), not_after=_format_time(cert.not_valid_after_utc),
+            ))
+            self._save()
         return cert, key
 
     def issue_to_files(self, name: str, out_dir: str | os.PathLike[str], *, key_type: str = DEFAULT_KEY_TYPE,
@@ -212,20 +243,21 @@ class CertificateAuthority:
             ) from None
         serial = f"{cert.serial_number:x}"
         when = _format_time(now or utc_now())
-        for item in self.issued:
-            if item.serial == serial:
-                if item.revoked is not None:
-                    return False
-                item.revoked = when
-                self._save()
-                return True
-        # Issued by this CA but missing from the index (e.g. an index restored from backup): record it.
-        self.issued.append(IssuedCertificate(
-            serial=serial, name=common_name(cert), key_type="unknown",
-            not_before=_format_time(cert.not_valid_before_utc), not_after=_format_time(cert.not_valid_after_utc),
-            revoked=when,
-        ))
-        self._save()
+        with self._changing():
+            for item in self.issued:
+                if item.serial == serial:
+                    if item.revoked is not None:
+                        return False
+                    item.revoked = when
+                    self._save()
+                    return True
+            # Issued by this CA but missing from the index (e.g. an index restored from backup): record it.
+            self.issued.append(IssuedCertificate(
+                serial=serial, name=common_name(cert), key_type="unknown",
+                not_before=_format_time(cert.not_valid_before_utc), not_after=_format_time(cert.not_valid_after_utc),
+                revoked=when,
+            ))
+            self._save()
         return True
 
     @property
@@ -238,8 +270,9 @@ class CertificateAuthority:
         if days < 1:
             raise CertificateAuthorityError(f"CRL validity of {days} days is not positive")
         start = now or utc_now()
-        self.crl_number += 1
-        crl = build_crl(self.certificate, self._key, self.revoked, crl_number=self.crl_number,
-                        last_update=start, next_update=start + datetime.timedelta(days=days))
-        self._save()
+        with self._changing():
+            self.crl_number += 1
+            crl = build_crl(self.certificate, self._key, self.revoked, crl_number=self.crl_number,
+                            last_update=start, next_update=start + datetime.timedelta(days=days))
+            self._save()
         return crl

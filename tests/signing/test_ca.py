@@ -123,3 +123,54 @@ def test_open_checks_the_directory(tmp_path, ca):
     (tmp_path / "ca" / "index.json").write_text("{not json")
     with pytest.raises(CertificateAuthorityError, match="index.json: not valid JSON"):
         CertificateAuthority.open(tmp_path / "ca")
+
+
+def test_commands_at_the_same_time_lose_nothing(tmp_path):
+    """Six 'edge keys' commands of each kind at once on one CA. Each re-reads the index under the CA's
+    lock: before, six issues left one record in the index, six revocations gave a CRL with three of
+    them (three revoked keys still trusted) and six CRLs shared two numbers."""
+    import subprocess
+    import sys
+
+    ca_dir = tmp_path / "ca"
+    CertificateAuthority.init(ca_dir)
+    edge = [sys.executable, "-m", "edge", "keys"]
+
+    def at_once(commands: list[list[str]]) -> None:
+        procs = [subprocess.Popen(edge + c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands]
+        for p in procs:
+            assert p.wait() == 0, p.stderr.read() if p.stderr else ""
+
+    names = [f"n{i}" for i in range(6)]
+    at_once([["issue", "--ca", str(ca_dir), "--name", n, "-o", str(tmp_path / n)] for n in names])
+    index = json.loads((ca_dir / "index.json").read_text())
+    assert sorted(c["name"] for c in index["certificates"]) == names
+    at_once([["crl", "--ca", str(ca_dir), "-o", str(tmp_path / f"{n}.crl")] for n in names])
+    numbers = sorted(x509.load_pem_x509_crl((tmp_path / f"{n}.crl").read_bytes())
+                     .extensions.get_extension_for_class(x509.CRLNumber).value.crl_number for n in names)
+    assert numbers == [1, 2, 3, 4, 5, 6]
+    at_once([["revoke", "--ca", str(ca_dir), str(tmp_path / n / f"{n}.crt")] for n in names])
+    at_once([["crl", "--ca", str(ca_dir), "-o", str(tmp_path / "all.crl")]])
+    crl = x509.load_pem_x509_crl((tmp_path / "all.crl").read_bytes())
+    issued = {read_certificate(tmp_path / n / f"{n}.crt").serial_number for n in names}
+    assert {entry.serial_number for entry in crl} == issued
+
+
+def test_a_ca_held_too_long_is_busy(ca, monkeypatch):
+    import fcntl
+    import os
+
+    from edge.locking import BusyError
+    from signing import ca as ca_module
+
+    monkeypatch.setattr(ca_module, "LOCK_WAIT", 0.3)
+    fd = os.open(os.path.join(ca.directory, ca_module.INDEX_LOCK), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another command holding the CA
+        with pytest.raises(BusyError, match="another 'edge keys' command has held the CA"):
+            ca.make_crl()
+        assert json.loads(open(ca.directory + "/index.json").read())["crl_number"] == 0  # nothing was changed
+    finally:
+        os.close(fd)
+    ca.make_crl()
+    assert json.loads(open(ca.directory + "/index.json").read())["crl_number"] == 1
