@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported by HttpStream() at run time
     import urllib.error
     import urllib.request
 
-from edge.errors import InputFileError
+from edge.errors import InputFileError, UsageError
 
 from .errors import DownloadError
 
@@ -38,6 +38,31 @@ def open_source(source: str) -> BinaryIO:
         raise InputFileError(f"{source}: {exc.strerror}") from None
 
 
+def check_url(url: str) -> None:
+    """Refuse, as a usage error, an http(s) URL that no retry could download: it would otherwise be
+    retried with backoff and reported as a download fault (exit 14, "try again later")."""
+    from urllib.parse import urlsplit
+
+    def bad(why: str) -> UsageError:
+        return UsageError(f"{url}: not a URL Edge can download: {why}")
+
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise bad("it holds a space or a control character (write them %-encoded)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", a port that is not a number
+        raise bad(str(exc).lower()) from None
+    if parts.scheme not in ("http", "https"):
+        raise bad("only http and https are supported")
+    if not parts.hostname:
+        raise bad("no host")
+    if parts.username is not None or parts.password is not None:
+        raise bad("user names and passwords in the URL are not supported")
+    if port == 0:
+        raise bad("port 0")
+
+
 class HttpStream(io.RawIOBase):
     def __init__(self, url: str, timeout: float = 30.0) -> None:
         global http, urllib
@@ -45,6 +70,7 @@ class HttpStream(io.RawIOBase):
         import urllib.error
         import urllib.request
 
+        check_url(url)
         self.url = url
         self.name = url
         self.timeout = timeout

@@ -208,3 +208,31 @@ def test_a_misbehaving_server_is_a_download_error_in_one_short_line(tmp_path, ar
     assert needle.replace("\x1b", "\\x1b") in lines[0], lines[0]
     assert "\x1b" not in err and "\r" not in err
     assert open(load_config(cfg).state_file).read() == state
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("http://", "no host"), ("http://[::1", "invalid ipv6 url"), ("http://127.0.0.1:99999/b", "port out of range"),
+    ("http://127.0.0.1:port/b", "port could not be cast"), ("http://h st/b", "a space or a control character"),
+    ("http://user:secret@127.0.0.1/b", "user names and passwords"),
+])
+def test_a_url_that_no_retry_could_download_is_a_usage_error(tmp_path, artifacts, capsys, monkeypatch, bad, why):
+    """'http://[::1' was an internal error (exit 70); the others were retried with backoff for 15 s and
+    then reported as a download fault (exit 14, "try again later")."""
+    from edge.device import source
+    from tests.device.helpers import run_edge
+
+    monkeypatch.setattr(source, "RETRIES", 0)
+
+    d = str(tmp_path / "board")
+    sim.create(d, "x86-64-efi", artifacts["images"][1], keyring=artifacts["pki"]["keyring"])
+    cfg = os.path.join(d, "device.yaml")
+    state = open(load_config(cfg).state_file).read()
+    for args in (["--config", cfg, "install", bad],
+                 ["delta", "apply", artifacts["images"][1], bad, "-o", str(tmp_path / "t.img")]):
+        capsys.readouterr()
+        assert run_edge(*args) == 2, args
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"edge: error: {bad}: not a URL Edge can download: "), lines
+        assert why in lines[0], lines
+    assert open(load_config(cfg).state_file).read() == state
+    assert not os.path.exists(tmp_path / "t.img")
