@@ -102,6 +102,8 @@ class FileContent(Content):
                 want = min(block_size, size - pos)
                 if data_at is not None and data_at < pos:
                     data_at = _seek_data(fd, pos)
+                    if data_at is None:  # only a hole is left, or the file now ends before pos
+                        self._check_size(fd, size)
                 if data_at is None or data_at >= pos + want:
                     yield None  # the whole piece lies in a hole
                 else:
@@ -110,6 +112,15 @@ class FileContent(Content):
                         raise SquashfsError(f"{self.path}: file shrank while being read (at byte {pos + len(data)} of {size})")
                     yield data
                 pos += want
+            self._check_size(fd, size)
+
+    def _check_size(self, fd: int, size: int) -> None:
+        """The file still has the size it was listed with: one cut or grown while it was packed would
+        give an image whose content is neither the old nor the new file (a cut read as a hole)."""
+        now = os.fstat(fd).st_size
+        if now != size:
+            raise SquashfsError(f"{self.path}: file changed size while being read ({size} bytes when listed, {now} "
+                                f"now); the source must not change during the build")
 
     def __repr__(self) -> str:
         return f"FileContent({self.path!r})"
