@@ -21,8 +21,8 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from cryptography import x509
