@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edge.errors import UsageError
+from edge.sizes import parse_binary_size
 
 _RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
@@ -53,15 +54,10 @@ def parse_zstd_level(text: str) -> int:
     return value
 
 
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
 def parse_size(text: str) -> int:
     """Bytes, binary units: "16M" = 16 MiB; "64K"; "1G"; "65536"; an optional "B"/"iB" suffix."""
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    unit = t[-1:] if t[-1:] in _SIZE_UNITS else ""
     try:
-        value = int(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit]
+        value = parse_binary_size(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 16M, 1G, 65536)") from None
     if value <= 0:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from edge.fsutil import atomic_output
+from edge.sizes import parse_binary_size
 
 from . import format as fmt
 from .compressors import Codec, make_codec
@@ -88,12 +89,8 @@ class WriteResult:
 
 def parse_block_size(text: str) -> int:
     """'128K', '1M', '2G', '65536' -> bytes (binary units; callers check the range)."""
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = 1
-    if t[-1:] in ("K", "M", "G"):
-        mult, t = 1024 ** ("KMG".index(t[-1]) + 1), t[:-1]
     try:
-        return int(t) * mult
+        return parse_binary_size(text)
     except ValueError:
         raise SquashfsError(f"block size {text!r} is not a size (e.g. 128K, 1M, 65536)") from None
 
