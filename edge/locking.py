@@ -53,18 +53,20 @@ def lock_target(fd: int, path: str) -> None:
                         f"progress); nothing was written: run this again when it has ended")
 
 
-def check_target_kind(path: str, error: type[EdgeError]) -> None:
+def check_target_kind(path: str, error: type[EdgeError]) -> os.stat_result | None:
     """An image is written to a regular file (created when missing) or a block device: anything else
-    (a directory, a character device such as /dev/null, a FIFO, a socket) is refused with ``error``."""
+    (a directory, a character device such as /dev/null, a FIFO, a socket) is refused with ``error``.
+    Returns the target's stat, None when it does not exist yet."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return
+        return None
     except OSError as exc:
         raise error(f"{path}: {exc.strerror}") from None
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
         raise error(f"{path} is {_KINDS.get(stat.S_IFMT(st.st_mode), 'not a file')}: an image is written to a regular "
                     f"file or a block device (nothing was written)")
+    return st
 
 
 _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFIFO: "a FIFO",
@@ -82,11 +84,7 @@ def open_target(path: str, error: type[EdgeError], mode: int = 0o644) -> int:
     A block device is opened exclusively (``O_EXCL``), as bmaptool does: the kernel then also refuses
     it while it is swap or under a device-mapper or RAID device, and nothing can mount it while it
     is being written."""
-    check_target_kind(path, error)
-    try:
-        st: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        st = None
+    st = check_target_kind(path, error)
     if st is not None:
         where = mounted_in(path)
         if where is not None:
